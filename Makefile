@@ -30,7 +30,9 @@ lock:
 	rm -rf /tmp/stage-lock-venv && $(PYTHON) -m venv /tmp/stage-lock-venv
 	/tmp/stage-lock-venv/bin/pip install --quiet --upgrade pip
 	/tmp/stage-lock-venv/bin/pip install --quiet -e .[test]
-	/tmp/stage-lock-venv/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock.new
+	{ echo "# Pinned, tested set for Python 3.11 (CPU). Regenerate with: make lock"; \
+	  echo "# numpy<2 because nuscenes-devkit 1.2.0 requires it: pandas 2.x and pyarrow 20 are the newest that run on numpy 1.26."; \
+	  /tmp/stage-lock-venv/bin/pip freeze --all --exclude-editable | grep -v -e '^-e' -e '^pip=='; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
 clean-results:

@@ -1,47 +1,94 @@
 """`stage <command>`: the one CLI every Snakemake rule and DVC stage calls.
 
 Each command is a module in stage/commands/ with NAME, HELP, add_arguments(parser) and
-run(args, config); this file only discovers them, so adding a command touches one new file.
+run(args, config); this file only discovers them, so adding a command touches one new file. NAME and
+HELP are read from the source without importing it, and only the chosen command is imported: the
+commands pull in torch, diffusers and the devkit, which take seconds to import.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
 import importlib
 import pkgutil
 import sys
+from pathlib import Path
 
 import stage.commands
 from stage import config as config_mod
 from stage.errors import StageError
 
 
-def _commands():
-    for info in sorted(pkgutil.iter_modules(stage.commands.__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            yield importlib.import_module(f"stage.commands.{info.name}")
+def command_table() -> dict[str, tuple[str, str]]:
+    """{NAME: (module name, HELP)} of every command module, without importing them."""
+    table = {}
+    for info in pkgutil.iter_modules(stage.commands.__path__):
+        if info.name.startswith("_"):
+            continue
+        source = Path(stage.commands.__path__[0], f"{info.name}.py").read_text()
+        consts = {t.id: node.value.value for node in ast.parse(source).body if isinstance(node, ast.Assign)
+                  and isinstance(node.value, ast.Constant) for t in node.targets if isinstance(t, ast.Name)}
+        table[consts["NAME"]] = (f"stage.commands.{info.name}", consts["HELP"])
+    return dict(sorted(table.items()))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stage", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for mod in _commands():
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+    for name, (module_name, help_text) in command_table().items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", action="append", default=[], metavar="YAML",
                        help="config file(s), merged in order (default: the schema's embedded defaults)")
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.add_argument("--log", metavar="FILE", help="also write everything printed to FILE (Snakemake's log:)")
+        if name == selected:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
     return parser
 
 
+class _Tee:
+    """A text stream writing to the terminal stream and a log file."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log = stream, log
+
+    def write(self, text):
+        self.log.write(text)
+        return self.stream.write(text)
+
+    def flush(self):
+        self.log.flush()
+        self.stream.flush()
+
+    def isatty(self):
+        return self.stream.isatty()
+
+
+@contextlib.contextmanager
+def _logging_to(path: str | None):
+    if not path:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as log, contextlib.redirect_stdout(_Tee(sys.stdout, log)), \
+            contextlib.redirect_stderr(_Tee(sys.stderr, log)):
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        cfg = config_mod.load(args.config)
-        return args._run(args, cfg) or 0
-    except StageError as exc:
-        print(f"stage {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    argv = sys.argv[1:] if argv is None else argv
+    table = command_table()
+    args = build_parser(next((a for a in argv if a in table), None)).parse_args(argv)
+    with _logging_to(args.log):
+        try:
+            cfg = config_mod.load(args.config)
+            return args._run(args, cfg) or 0
+        except StageError as exc:
+            print(f"stage {args.command}: error: {exc}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -82,6 +82,12 @@ def category_group(name: str) -> int:
     return CATEGORY_GROUPS.index("other")
 
 
+def read_parquet(path: str | Path) -> pd.DataFrame:
+    """Read a parquet table single-threaded: Arrow's reader threads abort the interpreter at exit in about
+    one run in five here ("terminate called without an active exception"); tables are small."""
+    return pd.read_parquet(path, use_threads=False)
+
+
 @dataclass
 class ExtractedScene:
     """Read access to one extracted scene; arrays are memory-mapped."""
@@ -114,10 +120,10 @@ class ExtractedScene:
         return self.array("boxmap")
 
     def frame_table(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "frames.parquet")
+        return read_parquet(self.path / "frames.parquet")
 
     def box_table(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "boxes.parquet")
+        return read_parquet(self.path / "boxes.parquet")
 
     def __len__(self) -> int:
         return int(self.meta["n_frames"])
@@ -154,28 +160,58 @@ def _typed(df: pd.DataFrame, columns: dict[str, str], what: str) -> pd.DataFrame
     return df[list(columns)].astype(columns)
 
 
+class SceneWriter:
+    """Writes one scene folder atomically: arrays are filled in place (memory-mapped) inside a temporary
+    folder, which `finish` renames into place; `abort` removes it. Use as a context manager."""
+
+    def __init__(self, split_dir: str | Path, name: str, n_frames: int, height: int, width: int):
+        self.split_dir = Path(split_dir)
+        self.split_dir.mkdir(parents=True, exist_ok=True)
+        self.final = self.split_dir / name
+        self.tmp = self.split_dir / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir()
+        self.n_frames = n_frames
+        self.arrays = {key: np.lib.format.open_memmap(self.tmp / f"{key}.npy", mode="w+", dtype=np.uint8,
+                                                       shape=(n_frames, height, width, 3)) for key in ARRAYS}
+
+    def finish(self, meta: dict, frames: pd.DataFrame, boxes: pd.DataFrame) -> ExtractedScene:
+        if len(frames) != self.n_frames:
+            raise ValueError(f"frames table has {len(frames)} rows for {self.n_frames} frames")
+        for arr in self.arrays.values():
+            arr.flush()
+        self.arrays = {}
+        _typed(frames, FRAME_COLUMNS, "frames table").to_parquet(self.tmp / "frames.parquet", index=False)
+        _typed(boxes, BOX_COLUMNS, "boxes table").to_parquet(self.tmp / "boxes.parquet", index=False)
+        meta = {**meta, "format_version": FORMAT_VERSION, "n_frames": self.n_frames}
+        (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        shutil.rmtree(self.final, ignore_errors=True)
+        os.replace(self.tmp, self.final)
+        return ExtractedScene(self.final)
+
+    def abort(self) -> None:
+        self.arrays = {}
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if self.tmp.exists():
+            self.abort()
+
+
 def write_scene(split_dir: Path, name: str, meta: dict, arrays: dict[str, np.ndarray],
                 frames: pd.DataFrame, boxes: pd.DataFrame) -> ExtractedScene:
-    """Write a scene folder atomically: everything goes to a temporary folder renamed at the end."""
-    split_dir = Path(split_dir)
-    split_dir.mkdir(parents=True, exist_ok=True)
-    final = split_dir / name
-    tmp = split_dir / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    n = len(frames)
-    for key in ARRAYS:
-        arr = arrays[key]
-        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[0] != n or arr.shape[-1] != 3:
-            raise ValueError(f"{key}: expected uint8 (T={n}, H, W, 3), got {arr.dtype} {arr.shape}")
-        np.save(tmp / f"{key}.npy", arr)
-    _typed(frames, FRAME_COLUMNS, "frames table").to_parquet(tmp / "frames.parquet", index=False)
-    _typed(boxes, BOX_COLUMNS, "boxes table").to_parquet(tmp / "boxes.parquet", index=False)
-    meta = {**meta, "format_version": FORMAT_VERSION, "n_frames": n}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    return ExtractedScene(final)
+    """Write a whole scene from in-memory arrays (uint8 (T, H, W, 3) each), atomically."""
+    n, h, w = arrays["frames"].shape[:3]
+    with SceneWriter(split_dir, name, n, h, w) as writer:
+        for key in ARRAYS:
+            arr = arrays[key]
+            if arr.dtype != np.uint8 or arr.shape != (n, h, w, 3):
+                raise ValueError(f"{key}: expected uint8 {(n, h, w, 3)}, got {arr.dtype} {arr.shape}")
+            writer.arrays[key][:] = arr
+        return writer.finish(meta, frames, boxes)
 
 
 def write_index(split_dir: Path, scenes: list[str], info: dict) -> None:

@@ -1,0 +1,34 @@
+"""`stage dvc-yaml`: write (or check) dvc.yaml from the Snakefile's DAG."""
+
+import difflib
+import os
+from pathlib import Path
+
+from stage.dvc_export import generate
+from stage.errors import StageError
+
+NAME = "dvc-yaml"
+HELP = "Generate dvc.yaml from the Snakefile (one DAG, two tools); --check fails if it is out of date"
+
+
+def add_arguments(parser):
+    parser.add_argument("--repo", default=".", help="repository root holding the Snakefile")
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if dvc.yaml differs")
+
+
+def run(args, config):
+    # The DVC file describes the committed default config; config overlays are a Snakemake matter.
+    text = generate(args.repo)
+    target = Path(args.repo) / "dvc.yaml"
+    if args.check:
+        current = target.read_text() if target.is_file() else ""
+        if current != text:
+            diff = "".join(difflib.unified_diff(current.splitlines(True), text.splitlines(True),
+                                                "dvc.yaml (committed)", "dvc.yaml (from Snakefile)"))
+            raise StageError(f"{target} is out of date with the Snakefile; run `stage dvc-yaml`.\n{diff}")
+        print(f"{target} is up to date")
+        return 0
+    tmp = target.with_name(".dvc.yaml.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, target)
+    print(f"wrote {target}")

@@ -1,0 +1,90 @@
+"""dvc.yaml generated from the Snakefile: Snakemake owns the DAG, DVC gets a faithful copy.
+
+Every job of the Snakemake DAG (all jobs, as with --forceall) becomes a DVC stage with the same command,
+its inputs as deps and its outputs as outs. A rule's `params:` named after a top-level config section
+become DVC `params:` from the config file, so both tools see the same facts. `stage dvc-yaml --check`
+(and a test) fails when the committed dvc.yaml is out of date.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import yaml
+
+from stage import config as config_mod
+
+HEADER = ("# Generated from the Snakefile by `stage dvc-yaml`; do not edit by hand.\n"
+          "# Regenerate after changing workflow rules or config/config.yaml: stage dvc-yaml\n")
+METRICS_SUFFIX = "metrics.json"
+
+
+def snakemake_jobs(snakefile: str | Path = "Snakefile", overlays=()) -> list[dict]:
+    """Jobs of the whole DAG, in topological order: rule, wildcards, cmd, deps, outs, config sections.
+
+    The Snakefile's own configfile is always read; `overlays` are extra --configfile files."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, ResourceSettings,
+                                          StorageSettings)
+
+    snakefile = Path(snakefile).resolve()
+    sections = set(config_mod.load_schema()["properties"])
+    with contextlib.redirect_stderr(io.StringIO()), SnakemakeApi(OutputSettings()) as api:
+        wf = api.workflow(resource_settings=ResourceSettings(cores=1),
+                          config_settings=ConfigSettings(configfiles=[Path(f) for f in overlays]),
+                          storage_settings=StorageSettings(), snakefile=snakefile, workdir=snakefile.parent)
+        wf.dag(dag_settings=DAGSettings(forceall=True))
+        workflow = wf._workflow  # the public API prints DAGs but does not return them
+        workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)
+        workflow._build_dag()
+        dag = workflow.dag
+        jobs = []
+        for job in dag.toposorted():
+            for j in sorted(job, key=lambda j: (j.rule.name, str(j.wildcards_dict))):
+                if j.shellcmd is None:
+                    continue  # target-only rules such as `all`
+                jobs.append({
+                    "rule": j.rule.name,
+                    "wildcards": dict(j.wildcards_dict),
+                    "cmd": " ".join(j.shellcmd.split()),
+                    "deps": sorted(str(f) for f in j.input),
+                    "outs": sorted(str(f) for f in j.output),
+                    "params": sorted(k for k in j.params.keys() if k in sections),
+                })
+    return jobs
+
+
+def stage_name(job: dict) -> str:
+    return "-".join([job["rule"], *(str(v) for v in job["wildcards"].values())])
+
+
+def render(jobs: list[dict], params_file: str = "config/config.yaml") -> str:
+    stages = {}
+    for job in jobs:
+        st: dict = {"cmd": job["cmd"]}
+        if job["deps"]:
+            st["deps"] = job["deps"]
+        if job["params"]:
+            st["params"] = [{params_file: job["params"]}]
+        outs = [o for o in job["outs"] if not o.endswith(METRICS_SUFFIX)]
+        metrics = [o for o in job["outs"] if o.endswith(METRICS_SUFFIX)]
+        if outs:
+            st["outs"] = outs
+        if metrics:
+            st["metrics"] = [{m: {"cache": False}} for m in metrics]
+        stages[stage_name(job)] = st
+    return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=120)
+
+
+def generate(repo: str | Path = ".") -> str:
+    """dvc.yaml text for the committed default config (the Snakefile's configfile)."""
+    repo = Path(repo)
+    cwd = os.getcwd()
+    try:
+        os.chdir(repo)  # Snakemake resolves relative paths against the working directory
+        return render(snakemake_jobs("Snakefile"), "config/config.yaml")
+    finally:
+        os.chdir(cwd)

@@ -1,0 +1,114 @@
+"""The pipeline as users run it: Snakemake over the real `stage` CLI, the generated dvc.yaml, the config."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stage import config as config_mod
+from stage.dvc_export import generate
+from stage.errors import StageError
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def test_dvc_yaml_is_generated_from_the_snakefile():
+    committed = (REPO / "dvc.yaml").read_text()
+    assert committed == generate(REPO), "dvc.yaml is stale: run `stage dvc-yaml`"
+    stages = yaml.safe_load(committed)["stages"]
+    assert {"synth", "extract-train", "extract-long"} <= set(stages)
+    assert stages["extract-train"]["deps"] == ["results/world"]
+    assert stages["extract-train"]["params"] == [{"config/config.yaml": ["dataset", "extract"]}]
+
+
+def test_config_yaml_holds_exactly_the_schema_defaults():
+    """DVC reads params from config/config.yaml, so every key must be there, with the schema's values."""
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert raw == config_mod.default(), "run: stage config --write-defaults config/config.yaml"
+
+
+def test_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extract:\n  width: 100000\n")
+    with pytest.raises(StageError, match=r"extract\.width"):
+        config_mod.load([bad])
+    bad.write_text("extract:\n  colour: red\n")
+    with pytest.raises(StageError, match="colour"):
+        config_mod.load([bad])
+    with pytest.raises(StageError, match="does not exist"):
+        config_mod.load([tmp_path / "missing.yaml"])
+
+
+def test_later_config_files_win(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("extract: {height: 64, width: 112}\n")
+    b.write_text("extract: {height: 96}\n")
+    cfg = config_mod.load([a, b])
+    assert (cfg["extract"]["height"], cfg["extract"]["width"]) == (96, 112)
+    assert cfg["extract"]["channel"] == "CAM_FRONT"  # default filled
+
+
+def test_cli_lists_commands_without_importing_them():
+    code = ("import sys, stage.cli; stage.cli.build_parser('config'); "
+            "print(any(m in sys.modules for m in ('torch', 'nuscenes', 'diffusers')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    help_text = subprocess.run([sys.executable, "-m", "stage", "--help"], capture_output=True, text=True).stdout
+    for name in ("synth", "extract", "contact-sheet", "dvc-yaml", "config"):
+        assert name in help_text
+
+
+def _workflow_copy(tmp_path: Path) -> Path:
+    work = tmp_path / "wf"
+    work.mkdir()
+    for item in ("Snakefile", "workflow", "config", ".test"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+    return work
+
+
+def _snakemake(work: Path, *args, check=True):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([str(BIN / "snakemake"), "--cores", "2", "--configfile", ".test/config.yaml", *args],
+                          cwd=work, env=env, capture_output=True, text=True, check=check)
+
+
+def test_snakemake_runs_the_data_chain_and_then_has_nothing_to_do(tmp_path):
+    work = _workflow_copy(tmp_path)
+    run = _snakemake(work, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    index = yaml.safe_load((work / "results/extracted/train/index.json").read_text())
+    assert len(index["scenes"]) == 2 and index["height"] == 64
+    assert len(yaml.safe_load((work / "results/extracted/long/index.json").read_text())["scenes"]) == 1
+    assert "extract train" in (work / "results/logs/extract/train.log").read_text()
+    bench = (work / "results/benchmarks/synth.tsv").read_text().splitlines()
+    assert bench[0].startswith("s\t") and float(bench[1].split("\t")[0]) > 0
+    from PIL import Image
+
+    with Image.open(work / "results/figures/contact_sheet.png") as img:
+        assert img.width > 600 and img.height > 300
+    again = _snakemake(work, "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_snakemake_refuses_command_line_config_overrides(tmp_path):
+    work = _workflow_copy(tmp_path)
+    run = _snakemake(work, "-n", "--config", "results_dir=elsewhere", check=False)
+    assert run.returncode != 0
+    assert "--configfile" in run.stdout + run.stderr
+
+
+def test_dvc_reads_the_generated_pipeline(tmp_path):
+    work = _workflow_copy(tmp_path)
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
+        subprocess.run(cmd, cwd=work, env=env, check=True, capture_output=True)
+    dag = subprocess.run([str(BIN / "dvc"), "dag", "--dot"], cwd=work, env=env, capture_output=True, text=True)
+    assert dag.returncode == 0, dag.stderr
+    assert '"synth" -> "extract-train"' in dag.stdout and '"extract-train" -> "contact_sheet"' in dag.stdout
