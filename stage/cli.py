@@ -12,6 +12,7 @@ import argparse
 import ast
 import contextlib
 import importlib
+import os
 import pkgutil
 import sys
 from pathlib import Path
@@ -42,6 +43,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--config", action="append", default=[], metavar="YAML",
                        help="config file(s), merged in order (default: the schema's embedded defaults)")
         p.add_argument("--log", metavar="FILE", help="also write everything printed to FILE (Snakemake's log:)")
+        p.add_argument("--threads", type=int, metavar="N",
+                       help="CPU threads for torch/BLAS (Snakemake's threads:); default: the libraries' own")
         if name == selected:
             module = importlib.import_module(module_name)
             module.add_arguments(p)
@@ -78,8 +81,22 @@ def _logging_to(path: str | None):
         yield
 
 
+def _limit_threads(argv: list[str]) -> None:
+    """Honour --threads before torch or numpy start their pools: two jobs of two threads each on two cores
+    run a small model ~100x slower than one thread each (measured here)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--threads", type=int)
+    n = pre.parse_known_args(argv)[0].threads
+    if n:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(n)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(n)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _limit_threads(argv)
     table = command_table()
     args = build_parser(next((a for a in argv if a in table), None)).parse_args(argv)
     with _logging_to(args.log):

@@ -19,7 +19,8 @@ from stage import config as config_mod
 
 HEADER = ("# Generated from the Snakefile by `stage dvc-yaml`; do not edit by hand.\n"
           "# Regenerate after changing workflow rules or config/config.yaml: stage dvc-yaml\n")
-METRICS_SUFFIX = "metrics.json"
+METRICS_SUFFIX = "metrics.json"  # outputs named *metrics.json are DVC metrics
+PLOTS_DIR = "plots"  # CSV outputs in a plots/ folder are DVC plots
 
 
 def snakemake_jobs(snakefile: str | Path = "Snakefile", overlays=()) -> list[dict]:
@@ -69,12 +70,15 @@ def render(jobs: list[dict], params_file: str = "config/config.yaml") -> str:
             st["deps"] = job["deps"]
         if job["params"]:
             st["params"] = [{params_file: job["params"]}]
-        outs = [o for o in job["outs"] if not o.endswith(METRICS_SUFFIX)]
         metrics = [o for o in job["outs"] if o.endswith(METRICS_SUFFIX)]
+        plots = [o for o in job["outs"] if o.endswith(".csv") and Path(o).parent.name == PLOTS_DIR]
+        outs = [o for o in job["outs"] if o not in metrics and o not in plots]
         if outs:
             st["outs"] = outs
         if metrics:
             st["metrics"] = [{m: {"cache": False}} for m in metrics]
+        if plots:
+            st["plots"] = [{p: {"cache": False}} for p in plots]
         stages[stage_name(job)] = st
     return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=120)
 

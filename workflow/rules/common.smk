@@ -42,4 +42,4 @@ def logged(name):
     return {"log": f"{R}/logs/{name}.log", "benchmark": f"{R}/benchmarks/{name}.tsv"}
 
 
-FINAL_TARGETS = [f"{R}/extracted/{s}" for s in SPLITS] + [f"{R}/figures/contact_sheet.png"]
+FINAL_TARGETS = [f"{R}/latents/{s}" for s in SPLITS] + [f"{R}/figures/contact_sheet.png"]

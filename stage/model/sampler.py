@@ -1,0 +1,53 @@
+"""Generate one frame: a full EDM Euler sampling pass with one StreamingBuffer per denoising step.
+
+Frame T starts from fresh noise (x = sigma_max-scaled Gaussian, drawn from the given generator) and
+runs every step of diffusers' EDMEulerScheduler; at step t the UNet reads and writes `buffers[t]`, so
+the features it stores are those of frame T at step t (the grid of the paper's HTFT). Without churn
+the sampler is deterministic given the generator.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from stage.model.denoiser import FrameConditions, StageModel
+from stage.model.streaming_buffer import StepBuffers
+
+
+def new_buffers(model: StageModel, num_steps: int | None = None) -> StepBuffers | None:
+    """Empty per-step buffers for a rollout (None when HTFT is off: nothing would read them)."""
+    if not model.htft_enabled:
+        return None
+    steps = num_steps or model.diffusion_cfg["num_steps"]
+    return StepBuffers(steps, model.model_cfg["htft"]["buffer_size"])
+
+
+@torch.no_grad()
+def sample_frame(model: StageModel, cond: FrameConditions, buffers: StepBuffers | None = None,
+                 num_steps: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample frame T's latent (B, 4, h, w) given its conditions and the per-step buffers.
+
+    Args:
+        model: the StageModel (put it in eval mode yourself).
+        cond: frame T's conditions (cond_latent gives B, h, w).
+        buffers: StepBuffers with one buffer per step (`new_buffers`), or None (no temporal memory).
+        num_steps: sampling steps; default `diffusion.num_steps`. Must equal len(buffers).
+        generator: source of the initial noise.
+    """
+    num_steps = num_steps or model.diffusion_cfg["num_steps"]
+    if buffers is not None and len(buffers) != num_steps:
+        raise ValueError(f"{len(buffers)} step buffers for {num_steps} sampling steps")
+    scheduler = copy.deepcopy(model.scheduler)  # the scheduler is stateful (step index)
+    scheduler.set_timesteps(num_steps)
+    scheduler.is_scale_input_called = True  # StageModel.denoise applies c_in itself; silences diffusers' warning
+    ref = cond.cond_latent
+    x = torch.randn(ref.shape, generator=generator, device=ref.device, dtype=ref.dtype)
+    x = x * scheduler.init_noise_sigma
+    for step, t in enumerate(scheduler.timesteps):
+        sigma = scheduler.sigmas[step]
+        denoised = model.denoise(x, sigma.to(ref.device), cond, buffers[step] if buffers is not None else None)
+        # the scheduler's Euler step from the denoised estimate (preconditioning already applied)
+        x = scheduler.step(denoised, t, x, pred_original_sample=denoised).prev_sample
+    return x

@@ -1,0 +1,21 @@
+"""Shared pytest fixtures."""
+
+import pytest
+
+# The tiny synthetic world: 2 train scenes of 3 s and 1 long scene of 4 s at 200x113 (seed 0).
+SYNTH_SMALL_CONFIG = {"synth": {"seed": 0, "n_train_scenes": 2, "train_scene_seconds": 3.0, "n_long_scenes": 1,
+                                "long_scene_seconds": 4.0, "image_width": 200, "image_height": 113}}
+
+
+@pytest.fixture(scope="session")
+def synth_world_small(tmp_path_factory):
+    """Dataset root (pathlib.Path) of a tiny generated world: holds v1.0-stage-synth/ and maps/.
+
+    Its synth config is in <root>/v1.0-stage-synth/synth_summary.json ("synth"), and SYNTH_SMALL_CONFIG
+    here; stage.data.synth.ground_truth(SYNTH_SMALL_CONFIG, scene_name) gives the generator's truth.
+    """
+    from stage.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synth") / "world"
+    generate(SYNTH_SMALL_CONFIG, root)
+    return root

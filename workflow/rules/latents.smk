@@ -1,0 +1,53 @@
+# Latent space: the embedded autoencoder (trained here unless the SD VAE is configured) and the latent cache.
+PRETRAINED_AE = config["autoencoder"]["source"] != "embedded"
+
+
+rule train_autoencoder:
+    input:
+        f"{R}/extracted/{DATA['train_split']}",
+    output:
+        model=directory(f"{R}/autoencoder"),
+        metrics=f"{R}/metrics/autoencoder_metrics.json",
+        loss=f"{R}/plots/autoencoder_loss.csv",
+    params:
+        cmd=stage_cmd("train-autoencoder"),
+        autoencoder=config["autoencoder"],
+    log:
+        logged("train_autoencoder")["log"],
+    benchmark:
+        logged("train_autoencoder")["benchmark"]
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    shell:
+        "{params.cmd} --data {input} --out {output.model} --metrics {output.metrics} --loss-log {output.loss} "
+        "--log {log}"
+
+
+rule encode:
+    input:
+        data=f"{R}/extracted/{{split}}",
+        autoencoder=[] if PRETRAINED_AE else [f"{R}/autoencoder"],
+    output:
+        directory(f"{R}/latents/{{split}}"),
+    params:
+        cmd=stage_cmd("encode"),
+        ae_arg=lambda w, input: f"--autoencoder {input.autoencoder[0]}" if input.autoencoder else "",
+        autoencoder=config["autoencoder"],
+        conditions=config["conditions"],
+        cache=config["cache"],
+    log:
+        logged("encode/{split}")["log"],
+    benchmark:
+        logged("encode/{split}")["benchmark"]
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    shell:
+        "{params.cmd} --data {input.data} {params.ae_arg} --out {output} --log {log}"
