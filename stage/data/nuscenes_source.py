@@ -117,3 +117,18 @@ def camera_chain(nusc, scene: dict, channel: str) -> list[dict]:
         sd = nxt
         chain.append(sd)
     return chain
+
+
+def planned_scene_names(config: dict, split: str) -> list[str]:
+    """Scene names of a split known before any data exists, so the workflow can name per-scene outputs:
+    the synthetic world's plan, or the split lists (nuScenes' official ones, or DATAROOT/VERSION/splits.json)."""
+    dataset = config["dataset"]
+    if dataset["source"] == "synthetic":
+        from stage.data.synth.world import scene_plans
+
+        names = [p.name for p in scene_plans(config["synth"]) if p.split == split]
+        if not names:
+            raise StageError(f"the synthetic world has no scenes in split {split!r} (its splits: train, long); "
+                             "check dataset.train_split / dataset.long_split and synth.n_*_scenes")
+        return names
+    return split_scene_names(dataset["dataroot"], dataset["version"], split)

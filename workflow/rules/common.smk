@@ -7,7 +7,8 @@ from snakemake.utils import validate
 
 import stage.config
 
-validate(config, "../schemas/config.schema.yaml", set_default=True)
+# The same schema file the stage CLI reads (one schema, one place).
+validate(config, str(stage.config.SCHEMA_PATH), set_default=True)
 
 # The `stage` CLI reads the same config files as Snakemake, in the same order (later wins); a value that
 # exists only on the snakemake command line (--config key=value) would not reach it, so refuse one.

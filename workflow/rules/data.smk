@@ -19,7 +19,7 @@ rule synth:
         mem_mb=4000,
         runtime=30,
     shell:
-        "{params.cmd} --out {output} --log {log}"
+        "{params.cmd} --out {output} --log {log} --threads {threads}"
 
 
 rule extract:
@@ -44,7 +44,7 @@ rule extract:
         runtime=120,
     shell:
         "{params.cmd} --dataroot {params.dataroot} --version {params.dataset[version]} "
-        "--split {wildcards.split} --out {output} --log {log}"
+        "--split {wildcards.split} --out {output} --log {log} --threads {threads}"
 
 
 rule contact_sheet:
@@ -65,4 +65,4 @@ rule contact_sheet:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{params.cmd} --data {input} --out {output} --log {log}"
+        "{params.cmd} --data {input} --out {output} --log {log} --threads {threads}"

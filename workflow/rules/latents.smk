@@ -24,7 +24,7 @@ rule train_autoencoder:
         runtime=60,
     shell:
         "{params.cmd} --data {input} --out {output.model} --metrics {output.metrics} --loss-log {output.loss} "
-        "--log {log}"
+        "--log {log} --threads {threads}"
 
 
 rule encode:
@@ -50,4 +50,4 @@ rule encode:
         mem_mb=8000,
         runtime=60,
     shell:
-        "{params.cmd} --data {input.data} {params.ae_arg} --out {output} --log {log}"
+        "{params.cmd} --data {input.data} {params.ae_arg} --out {output} --log {log} --threads {threads}"
