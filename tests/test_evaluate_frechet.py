@@ -1,0 +1,45 @@
+"""Frechet distance (stage/evaluate/frechet.py) against closed forms."""
+
+import numpy as np
+import pytest
+
+from stage.evaluate import frechet
+
+
+def test_closed_form_commuting_covariances():
+    # diagonal covariances commute: tr(S1 + S2 - 2 sqrt(S1 S2)) = sum (sqrt(a) - sqrt(b))^2
+    mu1, mu2 = np.array([0.0, 1.0, -2.0]), np.array([3.0, 1.0, 2.0])
+    a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 0.25])
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    assert frechet.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_closed_form_rotated_common_eigenbasis():
+    # S1 = Q A Q^T, S2 = Q B Q^T share eigenvectors, so the diagonal formula holds in any rotation
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(4, 4)))
+    a, b = np.array([0.5, 2.0, 3.0, 8.0]), np.array([2.0, 2.0, 0.1, 1.0])
+    s1, s2 = q @ np.diag(a) @ q.T, q @ np.diag(b) @ q.T
+    expected = 1.0 + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    assert frechet.frechet_distance(np.zeros(4), s1, np.eye(4)[0], s2) == pytest.approx(expected, rel=1e-8)
+
+
+def test_zero_for_identical_and_symmetric():
+    x = np.random.default_rng(1).normal(size=(200, 8))
+    y = np.random.default_rng(2).normal(size=(200, 8)) * 1.5 + 0.3
+    sx, sy = frechet.fit(x), frechet.fit(y)
+    assert frechet.distance(sx, sx) == pytest.approx(0.0, abs=1e-8)
+    assert frechet.distance(sx, sy) == pytest.approx(frechet.distance(sy, sx), rel=1e-8)
+    assert frechet.distance(sx, sy) > 0.5
+
+
+def test_singular_covariances_and_stats_roundtrip(tmp_path):
+    # fewer samples than dimensions: singular covariances must still give a finite, real number
+    x = np.random.default_rng(3).normal(size=(5, 16))
+    y = np.random.default_rng(4).normal(size=(5, 16))
+    d = frechet.distance(frechet.fit(x), frechet.fit(y))
+    assert np.isfinite(d) and d > 0
+    path = tmp_path / "stats.npz"
+    frechet.save_stats(path, {"all": frechet.fit(x)}, {"hash": "abc"})
+    stats, info = frechet.load_stats(path)
+    assert info == {"hash": "abc"} and stats["all"].n == 5
+    assert stats["all"].mu.dtype == np.float64 and np.array_equal(stats["all"].sigma, frechet.fit(x).sigma)
