@@ -1,0 +1,189 @@
+"""The latent space: a diffusers AutoencoderKL, either the pretrained SD KL-f8 VAE or a small embedded one.
+
+Images go in as uint8 (N, H, W, 3) arrays or float (N, 3, H, W) tensors in [-1, 1]; latents come out
+as the posterior mean times the latent scale, (N, 4, H/8, W/8), so that they have roughly unit variance
+(the diffusion model's assumption). `Codec` wraps the model with that scale and a content hash that
+the latent cache uses to notice when the autoencoder changes.
+
+    autoencoder.source: embedded   -> weights trained by `stage train-autoencoder` (directory with
+                                      diffusers' config.json + diffusion_pytorch_model.safetensors +
+                                      stage_autoencoder.json holding the data-derived latent scale)
+    autoencoder.source: pretrained -> a local directory or hub id (already in the local hub cache) of
+                                      SD's AutoencoderKL; frozen; scale autoencoder.pretrained_scale
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL
+
+from stage.errors import StageError
+
+META_FILE = "stage_autoencoder.json"
+
+
+def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]; float tensors pass through."""
+    if isinstance(images, np.ndarray):
+        arr = np.ascontiguousarray(images)
+        images = torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # memory-mapped frames are read-only
+    if images.dtype == torch.uint8:
+        return images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    return images
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """float (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3)."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def build_embedded(cfg: dict) -> AutoencoderKL:
+    """A fresh, small AutoencoderKL from the `autoencoder` config section (f = 2^(levels-1))."""
+    levels = len(cfg["block_out_channels"])
+    model = AutoencoderKL(
+        in_channels=3, out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(cfg["block_out_channels"]), layers_per_block=cfg["layers_per_block"],
+        latent_channels=cfg["latent_channels"], norm_num_groups=cfg["norm_num_groups"],
+        mid_block_add_attention=cfg["mid_block_attention"], scaling_factor=1.0,
+    )
+    with torch.no_grad():  # start with a near-deterministic posterior (std ~0.05): sampling noise of std 1
+        model.quant_conv.bias[cfg["latent_channels"]:] = -6.0  # would otherwise swamp early reconstructions
+    return model
+
+
+def _hash_files(paths: list[Path], extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix == ".safetensors" or p.name == "config.json")
+
+
+@dataclass
+class Codec:
+    """A frozen autoencoder plus its latent scale and identity (hash, where it came from)."""
+
+    model: AutoencoderKL
+    scale: float
+    hash: str
+    path: str
+
+    @property
+    def factor(self) -> int:
+        return 2 ** (len(self.model.config.block_out_channels) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.model.config.latent_channels)
+
+    @torch.no_grad()
+    def encode(self, images: np.ndarray | torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+        """Images (uint8 NHWC or float NCHW in [-1, 1]) -> scaled posterior means (N, C, H/f, W/f)."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = to_model_input(images[i:i + batch_size]).to(self.model.device, self.model.dtype)
+            out.append(self.model.encode(x).latent_dist.mean.float() * self.scale)
+        return torch.cat(out) if out else torch.empty(0)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+        """Scaled latents (N, C, h, w) -> images (N, 3, h*f, w*f) in [-1, 1]."""
+        out = []
+        for i in range(0, len(latents), batch_size):
+            z = latents[i:i + batch_size].to(self.model.device, self.model.dtype) / self.scale
+            out.append(self.model.decode(z).sample.float().clamp(-1, 1))
+        return torch.cat(out)
+
+
+def save_embedded(model: AutoencoderKL, scale: float, out_dir: str | Path, info: dict | None = None) -> str:
+    """Write weights (safetensors) + latent scale atomically: a temporary folder renamed into place."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.config.scaling_factor = float(scale)  # recorded in config.json too, for diffusers users
+    model.save_pretrained(tmp, safe_serialization=True)
+    digest = _hash_files(_weight_files(tmp), extra=f"scale={float(scale)!r}")
+    (tmp / META_FILE).write_text(json.dumps({"latent_scale": float(scale), "hash": digest, **(info or {})},
+                                            indent=2, sort_keys=True))
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+    return digest
+
+
+def load_embedded(path: str | Path, device: str | torch.device = "cpu") -> Codec:
+    path = Path(path)
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise StageError(
+            f"no trained autoencoder at {path} ({META_FILE} missing). Run `stage train-autoencoder --out {path}` "
+            "first, or set autoencoder.source: pretrained with autoencoder.pretrained_path."
+        )
+    meta = json.loads(meta_path.read_text())
+    model = AutoencoderKL.from_pretrained(path, local_files_only=True, low_cpu_mem_usage=False)
+    model = model.to(device).eval().requires_grad_(False)
+    scale = float(meta["latent_scale"])
+    # recomputed from the files, so weights replaced after training still invalidate latent caches
+    digest = _hash_files(_weight_files(path), extra=f"scale={scale!r}")
+    return Codec(model, scale, digest, str(path))
+
+
+def load_pretrained(cfg: dict, device: str | torch.device = "cpu") -> Codec:
+    """SD's KL-f8 VAE from a local directory or a hub id already in the local cache; never downloads."""
+    name, sub = cfg["pretrained_path"], cfg["pretrained_subfolder"]
+    if not name:
+        raise StageError("autoencoder.source is 'pretrained' but autoencoder.pretrained_path is not set; "
+                         "point it at a local copy of the SD VAE (e.g. a stable-diffusion-v1-4 folder with vae/).")
+    local = Path(name).expanduser()
+    hub_id = not local.is_dir() and not name.startswith(("/", ".", "~")) and name.count("/") == 1
+    if not local.is_dir() and not hub_id:
+        raise StageError(f"autoencoder.pretrained_path {local} does not exist; download the SD VAE there "
+                         "(it must hold config.json and diffusion_pytorch_model.safetensors, or a vae/ subfolder "
+                         "named by autoencoder.pretrained_subfolder).")
+    try:
+        model = AutoencoderKL.from_pretrained(str(local) if local.is_dir() else name, subfolder=sub or None,
+                                              local_files_only=True, low_cpu_mem_usage=False)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise StageError(f"cannot load the pretrained autoencoder from {name!r} (subfolder {sub!r}) without "
+                         f"downloading: {exc}. Put the SD VAE at that path or in the local hub cache.") from exc
+    model = model.to(device).eval().requires_grad_(False)
+    root = local / sub if (local.is_dir() and sub) else local
+    files = _weight_files(root) if root.is_dir() else []
+    digest = _hash_files(files, extra=f"scale={cfg['pretrained_scale']!r}") if files else \
+        hashlib.sha256(f"{name}/{sub}/{cfg['pretrained_scale']}".encode()).hexdigest()[:16]
+    return Codec(model, float(cfg["pretrained_scale"]), digest, str(root))
+
+
+def load_codec(cfg: dict, path: str | Path | None = None, device: str | torch.device = "cpu") -> Codec:
+    """The configured autoencoder: `path` (or autoencoder.path) for embedded, the pretrained VAE otherwise."""
+    if cfg["source"] == "pretrained":
+        return load_pretrained(cfg, device)
+    path = path or cfg.get("path")
+    if not path:
+        raise StageError("no autoencoder directory given: pass --autoencoder DIR (the output of "
+                         "`stage train-autoencoder`) or set autoencoder.path.")
+    if not Path(path).is_dir():
+        raise StageError(f"autoencoder directory {path} does not exist. Run `stage train-autoencoder --out {path}` "
+                         "first (or pass the directory it wrote).")
+    return load_embedded(path, device)

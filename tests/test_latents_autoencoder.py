@@ -1,0 +1,92 @@
+"""The latent space: training the embedded AutoencoderKL, saving/loading it, encode/decode shapes and errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from stage import cli, config
+from stage.errors import StageError
+from stage.latents.autoencoder import load_codec, to_model_input
+from stage.latents.toy import fabricate_split
+
+H, W = 32, 64
+TINY_AE = {"block_out_channels": [8, 8, 8, 8], "norm_num_groups": 4,
+           "train": {"steps": 4, "batch_size": 2, "crop": [32, 32], "eval_frames": 4, "scale_frames": 4,
+                     "log_every": 1, "max_seconds": None}}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(split dir, autoencoder dir, config file) of a tiny AE trained for a few steps through the CLI."""
+    root = tmp_path_factory.mktemp("ae")
+    data = fabricate_split(root / "train", n_scenes=2, n_frames=5, height=H, width=W)
+    cfg_file = root / "tiny.yaml"
+    cfg_file.write_text(json.dumps({"autoencoder": TINY_AE}))
+    out = root / "autoencoder"
+    assert cli.main(["train-autoencoder", "--config", str(cfg_file), "--data", str(data), "--out", str(out),
+                     "--no-progress"]) == 0
+    return data, out, cfg_file
+
+
+def test_training_writes_weights_scale_log_and_metrics(trained):
+    _, out, _ = trained
+    assert (out / "diffusion_pytorch_model.safetensors").is_file()
+    meta = json.loads((out / "stage_autoencoder.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert meta["latent_scale"] > 0 and metrics["latent_scale"] == meta["latent_scale"]
+    assert np.isfinite(metrics["psnr_heldout_db"]) and metrics["steps"] == 4
+    assert metrics["latent_shape"] == [4, H // 8, W // 8]
+    rows = (out / "loss.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("step,") and len(rows) == 5
+    assert not list(out.parent.glob(".autoencoder*")), "temporary files left behind"
+    assert load_codec(config.default()["autoencoder"], out).hash == meta["hash"] == metrics["hash"]
+
+
+def test_encode_decode_round_trip_shapes_and_scale(trained):
+    data, out, cfg_file = trained
+    codec = load_codec(config.load([cfg_file])["autoencoder"], out)
+    from stage.data.scene_format import open_split
+
+    frames = np.asarray(open_split(data)[0].frames[:3])
+    z = codec.encode(frames)
+    assert z.shape == (3, 4, H // 8, W // 8)
+    x = codec.decode(z)
+    assert x.shape == to_model_input(frames).shape and x.min() >= -1 and x.max() <= 1
+    # the scale is applied on the way in and undone on the way out
+    raw = codec.model.encode(to_model_input(frames)).latent_dist.mean
+    torch.testing.assert_close(z, raw * codec.scale)
+    # encoding is deterministic (posterior mean), so a cache can compare against a fresh encode
+    torch.testing.assert_close(codec.encode(frames), z)
+
+
+def test_missing_autoencoder_directory_is_a_clear_error(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(StageError, match=r"nowhere.*stage train-autoencoder"):
+        load_codec(config.default()["autoencoder"], missing)
+    tmp_path.joinpath("empty").mkdir()
+    with pytest.raises(StageError, match=r"empty.*stage_autoencoder.json missing"):
+        load_codec(config.default()["autoencoder"], tmp_path / "empty")
+
+
+def test_missing_pretrained_vae_is_a_clear_error_and_never_downloads(tmp_path):
+    cfg = config.validate({"autoencoder": {"source": "pretrained", "pretrained_path": str(tmp_path / "sd-vae")}})
+    with pytest.raises(StageError, match=r"sd-vae does not exist"):
+        load_codec(cfg["autoencoder"])
+    cfg = config.validate({"autoencoder": {"source": "pretrained"}})
+    with pytest.raises(StageError, match="pretrained_path is not set"):
+        load_codec(cfg["autoencoder"])
+
+
+def test_pretrained_loads_from_a_local_directory(tmp_path):
+    """A diffusers-format VAE folder (here a random tiny one, in a vae/ subfolder) loads with its fixed scale."""
+    from stage.latents.autoencoder import build_embedded
+
+    ae_cfg = config.validate({"autoencoder": TINY_AE})["autoencoder"]
+    build_embedded(ae_cfg).save_pretrained(tmp_path / "sd" / "vae", safe_serialization=True)
+    cfg = config.validate({"autoencoder": {"source": "pretrained", "pretrained_path": str(tmp_path / "sd"),
+                                           "pretrained_subfolder": "vae"}})["autoencoder"]
+    codec = load_codec(cfg)
+    assert codec.scale == pytest.approx(0.18215) and len(codec.hash) == 16
+    assert codec.encode(np.zeros((1, H, W, 3), np.uint8)).shape == (1, 4, H // 8, W // 8)

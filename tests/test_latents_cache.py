@@ -1,0 +1,127 @@
+"""The latent cache: what `stage encode` writes, when it re-encodes, and the errors it gives."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from stage import cli, config
+from stage.data.scene_format import open_split, write_scene
+from stage.errors import StageError
+from stage.latents.autoencoder import build_embedded, load_codec, save_embedded
+from stage.latents.cache import LatentCache, encode_split
+from stage.latents.toy import fabricate_split
+
+H, W = 32, 64
+CFG = config.validate({"autoencoder": {"block_out_channels": [8, 8, 8, 8], "norm_num_groups": 4}})
+
+
+def make_ae(path, seed=0, scale=0.5):
+    torch.manual_seed(seed)
+    save_embedded(build_embedded(CFG["autoencoder"]), scale, path)
+    return load_codec(CFG["autoencoder"], path)
+
+
+def encode(data, out, codec):
+    return encode_split(data, out, codec, CFG["conditions"], CFG["cache"], progress=False)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    data = fabricate_split(tmp_path / "train", n_scenes=2, n_frames=4, height=H, width=W)
+    return data, tmp_path / "cache", make_ae(tmp_path / "ae")
+
+
+def test_cache_holds_fresh_encodings_and_a_manifest(setup):
+    data, out, codec = setup
+    assert encode(data, out, codec)["encoded"] == ["scene-0000", "scene-0001"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["autoencoder"]["hash"] == codec.hash and manifest["autoencoder"]["scale"] == 0.5
+    entry = manifest["scenes"]["scene-0001"]
+    assert entry["shapes"]["latents"] == [4, 4, H // 8, W // 8] and entry["shapes"]["box_features"] == [4, 70, 6]
+    cache = LatentCache(out, expect_autoencoder_hash=codec.hash)
+    scene = open_split(data)[1]
+    torch.testing.assert_close(cache.shards[1].get("latents"), codec.encode(np.asarray(scene.frames)))
+    torch.testing.assert_close(cache.shards[1].get("hdmap_latents", 2), codec.encode(np.asarray(scene.hdmap[2:3]))[0],
+                               atol=1e-4, rtol=1e-3)  # batch of 1 vs 4: float summation order
+    assert cache.shards[1].get("box_mask").sum(1).tolist() == [3, 3, 3, 3]  # 3 cars per fabricated frame
+
+
+def test_unchanged_scenes_are_not_re_encoded(setup):
+    data, out, codec = setup
+    encode(data, out, codec)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.safetensors")}
+    result = encode(data, out, codec)
+    assert result["encoded"] == [] and result["skipped"] == ["scene-0000", "scene-0001"]
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.safetensors")} == mtimes
+
+
+def test_changed_frames_re_encode_only_that_scene(setup):
+    data, out, codec = setup
+    encode(data, out, codec)
+    scene = open_split(data)[0]
+    arrays = {k: np.asarray(scene.array(k)).copy() for k in ("frames", "hdmap", "boxmap")}
+    arrays["frames"][1] = 255 - arrays["frames"][1]
+    write_scene(data, scene.name, {k: v for k, v in scene.meta.items() if k not in ("n_frames", "format_version")},
+                arrays, scene.frame_table(), scene.box_table())
+    result = encode(data, out, codec)
+    assert result["encoded"] == ["scene-0000"] and result["skipped"] == ["scene-0001"]
+    torch.testing.assert_close(LatentCache(out).shards[0].get("latents", 1), codec.encode(arrays["frames"][1:2])[0],
+                               atol=1e-4, rtol=1e-3)
+
+
+def test_another_autoencoder_re_encodes_everything(setup, tmp_path):
+    data, out, codec = setup
+    encode(data, out, codec)
+    other = make_ae(tmp_path / "ae2", seed=1)
+    assert other.hash != codec.hash
+    assert encode(data, out, other)["encoded"] == ["scene-0000", "scene-0001"]
+    assert LatentCache(out).autoencoder_hash == other.hash
+
+
+def test_a_cache_made_by_another_autoencoder_is_refused(setup):
+    data, out, codec = setup
+    encode(data, out, codec)
+    with pytest.raises(StageError, match=rf"{out}.*made by autoencoder {codec.hash}.*stage encode"):
+        LatentCache(out, expect_autoencoder_hash="0123456789abcdef")
+
+
+def test_missing_cache_is_a_clear_error(tmp_path):
+    with pytest.raises(StageError, match=r"no latent cache at .*nothing.*stage encode"):
+        LatentCache(tmp_path / "nothing")
+
+
+def test_removed_scenes_leave_the_cache(setup, tmp_path):
+    data, out, codec = setup
+    encode(data, out, codec)
+    from stage.data.scene_format import write_index
+
+    write_index(data, ["scene-0001"], {})
+    assert encode(data, out, codec)["removed"] == ["scene-0000"]
+    assert not (out / "scene-0000.safetensors").exists() and LatentCache(out).scene_names == ["scene-0001"]
+
+
+def test_encode_command(setup, capsys):
+    data, out, codec = setup
+    cfg = out.parent / "c.yaml"
+    cfg.write_text(json.dumps({"autoencoder": {"block_out_channels": [8, 8, 8, 8], "norm_num_groups": 4}}))
+    args = ["encode", "--config", str(cfg), "--data", str(data), "--autoencoder", codec.path, "--out", str(out),
+            "--no-progress"]
+    assert cli.main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["encoded"] == 2
+    assert cli.main(args[:6] + [str(out.parent / "missing-ae")] + args[7:]) == 2
+    assert "missing-ae" in capsys.readouterr().err
+
+
+def test_a_partly_re_encoded_cache_is_refused(setup):
+    """An encode interrupted after a new autoencoder leaves scenes of two AEs: reading it must fail."""
+    data, out, codec = setup
+    encode(data, out, codec)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["scenes"]["scene-0001"]["autoencoder_hash"] = "fedcba9876543210"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StageError, match=r"scene-0001 was encoded by autoencoder fedcba9876543210.*stage encode"):
+        LatentCache(out)
+    assert encode(data, out, codec)["encoded"] == ["scene-0001"]  # and `stage encode` repairs it
+    LatentCache(out)
