@@ -1,0 +1,1 @@
+"""results/report.pdf: what was run, with provenance, the tables and figures, and a short reading."""
