@@ -11,10 +11,12 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/latents.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/rollout.smk"
+include: "workflow/rules/evaluation.smk"
 
 
 rule all:
-    # The furthest output of the chain so far; results/report.pdf once the report exists.
     input:
-        FINAL_TARGETS,
+        f"{R}/report.pdf",
     default_target: True

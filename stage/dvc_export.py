@@ -20,7 +20,7 @@ from stage import config as config_mod
 HEADER = ("# Generated from the Snakefile by `stage dvc-yaml`; do not edit by hand.\n"
           "# Regenerate after changing workflow rules or config/config.yaml: stage dvc-yaml\n")
 METRICS_SUFFIX = "metrics.json"  # outputs named *metrics.json are DVC metrics
-PLOTS_DIR = "plots"  # CSV outputs in a plots/ folder are DVC plots
+PLOTS_SUFFIX = ".csv"  # CSV outputs (loss logs, per-segment tables) are DVC plots
 
 
 def snakemake_jobs(snakefile: str | Path = "Snakefile", overlays=()) -> list[dict]:
@@ -71,7 +71,7 @@ def render(jobs: list[dict], params_file: str = "config/config.yaml") -> str:
         if job["params"]:
             st["params"] = [{params_file: job["params"]}]
         metrics = [o for o in job["outs"] if o.endswith(METRICS_SUFFIX)]
-        plots = [o for o in job["outs"] if o.endswith(".csv") and Path(o).parent.name == PLOTS_DIR]
+        plots = [o for o in job["outs"] if o.endswith(PLOTS_SUFFIX)]
         outs = [o for o in job["outs"] if o not in metrics and o not in plots]
         if outs:
             st["outs"] = outs

@@ -266,3 +266,40 @@ def test_contact_sheet_overlays_layouts_on_frames(extracted, tmp_path):
         rgb = np.asarray(img.convert("RGB"))
     assert rgb.shape[0] > 300 and rgb.shape[1] > 400
     assert rgb.std() > 20  # pictures, not a blank canvas
+
+
+def test_visible_boxes_have_a_finite_extent_and_features(extracted):
+    """Boxes cut by the near plane have NaN corners; their clipped extent and the token features stay finite."""
+    from stage.latents.box_tokens import box_features
+
+    for scene in open_split(extracted):
+        boxes = scene.box_table()
+        vis = boxes[boxes.visible]
+        bbox = vis[["bbox_u0", "bbox_v0", "bbox_u1", "bbox_v1"]].to_numpy()
+        assert np.isfinite(bbox).all()
+        assert (bbox[:, 2] >= bbox[:, 0]).all() and (bbox[:, 3] >= bbox[:, 1]).all()
+        assert boxes[~boxes.visible][["bbox_u0"]].isna().all().all()
+        feats, mask = box_features(boxes, len(scene), (64, 112), max_boxes=70)
+        assert np.isfinite(feats).all() and mask.sum() == len(vis)
+
+
+def test_box_crossing_the_camera_plane():
+    """A long truck alongside the ego: its rear corners are behind the camera, its front in view."""
+    import pandas as pd
+
+    from stage.data.extract import box_rows
+    from stage.latents.box_tokens import box_features
+
+    K = np.array([[100.0, 0, 56], [0, 100.0, 32], [0, 0, 1]])
+    # identity global->camera: box centre 3 m ahead, 2.5 m to the right, 10 m long along the optical axis;
+    # in the camera frame the box's length runs along z, so rotate its x axis onto z (yaw about y)
+    rot = [np.cos(-np.pi / 4), 0.0, np.sin(-np.pi / 4), 0.0]
+    boxes = {"truck": {"translation": [2.5, 0.0, 3.0], "size": [2.5, 10.0, 3.0], "rotation": rot,
+                       "category": "vehicle.truck"}}
+    rows, corners, _ = box_rows(0, boxes, False, np.eye(4), K, (64, 112), 0.5)
+    row = rows[0]
+    assert any(np.isnan(row[f"corner{i}_u"]) for i in range(8))  # some corners have no projection
+    assert row["visible"] and all(np.isfinite(row[k]) for k in ("bbox_u0", "bbox_v0", "bbox_u1", "bbox_v1"))
+    assert row["bbox_u1"] > 112  # the clipped extent runs off the right edge, towards the camera plane
+    feats, mask = box_features(pd.DataFrame(rows), 1, (64, 112), max_boxes=70)
+    assert mask[0, 0] and np.isfinite(feats).all() and feats[0, 0, 4] > 0.3

@@ -67,6 +67,7 @@ def test_box_features_nearest_first_visible_only_and_capped():
                  visible=visible, u=112.0, v=64.0, depth=depth)
         r.update({f"corner{i}_u": (100.0, 300.0)[i % 2] for i in range(8)})
         r.update({f"corner{i}_v": (32.0, 64.0)[i % 2] for i in range(8)})
+        r.update(bbox_u0=100.0, bbox_u1=300.0, bbox_v0=32.0, bbox_v1=64.0)
         rows.append(r)
     feats, mask = box_features(pd.DataFrame(rows), n_frames=3, image_hw=(128, 224), max_boxes=2)
     assert mask.tolist() == [[False, False], [True, True], [False, False]]

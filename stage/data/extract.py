@@ -76,7 +76,7 @@ class KeyframeBoxes:
         return out, True
 
 
-def _box_rows(frame_index, boxes, interpolated, global_to_cam, K, hw, near):
+def box_rows(frame_index, boxes, interpolated, global_to_cam, K, hw, near):
     """Rows of the boxes table for one frame, and the camera-frame corners to draw."""
     rows, corners_cam, cat_ids = [], [], []
     h, w = hw
@@ -90,7 +90,7 @@ def _box_rows(frame_index, boxes, interpolated, global_to_cam, K, hw, near):
         # 2D extent from the near-clipped edges, so boxes crossing the camera plane still get one.
         edges = np.array(BOX_EDGES)
         ea, eb, keep = clip_segments_to_near_plane(corners[edges[:, 0]], corners[edges[:, 1]], near)
-        visible, fraction = False, 0.0
+        visible, fraction, bbox = False, 0.0, (np.nan,) * 4
         if keep.any() and c_cam[2] > near:
             pts = project(K, np.concatenate([ea[keep], eb[keep]]))
             x0, y0 = pts.min(0)
@@ -99,6 +99,8 @@ def _box_rows(frame_index, boxes, interpolated, global_to_cam, K, hw, near):
             inter = max(0.0, min(x1, w) - max(x0, 0)) * max(0.0, min(y1, h) - max(y0, 0))
             fraction = float(inter / area)
             visible = fraction > 0
+            if visible:
+                bbox = (x0, y0, x1, y1)
         with np.errstate(divide="ignore", invalid="ignore"):
             uv_c = project(K, c_cam) if c_cam[2] > 1e-6 else np.full(2, np.nan)
             uv = np.where(corners[:, 2:3] > 1e-6, project(K, corners), np.nan)
@@ -110,6 +112,7 @@ def _box_rows(frame_index, boxes, interpolated, global_to_cam, K, hw, near):
             "qw": q.w, "qx": q.x, "qy": q.y, "qz": q.z,
             "cam_x": c_cam[0], "cam_y": c_cam[1], "cam_z": c_cam[2],
             "u": uv_c[0], "v": uv_c[1], "depth": c_cam[2], "visible": visible, "visible_fraction": fraction,
+            "bbox_u0": bbox[0], "bbox_v0": bbox[1], "bbox_u1": bbox[2], "bbox_v1": bbox[3],
         }
         for i in range(8):
             row[f"corner{i}_u"], row[f"corner{i}_v"] = uv[i]
@@ -149,7 +152,7 @@ def extract_scene(nusc, nusc_map, scene: dict, cfg: dict, dataroot: Path, split_
     polylines = collect_map_polylines(nusc_map, ego_xy.min(0), ego_xy.max(0), cfg["map_radius_m"])
     keyboxes = KeyframeBoxes(nusc, scene)
 
-    frame_rows, box_rows = [], []
+    frame_rows, all_boxes = [], []
     with SceneWriter(split_dir, scene["name"], len(chain), *hw) as writer:
         for i, (sd, ep) in enumerate(zip(tqdm(chain, desc=scene["name"], leave=False, unit="frame"), ego_poses)):
             cs_i = cs if sd["calibrated_sensor_token"] == cs["token"] else \
@@ -159,8 +162,8 @@ def extract_scene(nusc, nusc_map, scene: dict, cfg: dict, dataroot: Path, split_
             writer.arrays["frames"][i] = _load_frame(dataroot / sd["filename"], resized_wh, crop_xy, out_wh,
                                                      scene["name"])
             boxes, interpolated = keyboxes.at(sd["timestamp"], sd["sample_token"], sd["is_key_frame"])
-            rows, corners, cat_ids = _box_rows(i, boxes, interpolated, global_to_cam, K, hw, near)
-            box_rows += rows
+            rows, corners, cat_ids = box_rows(i, boxes, interpolated, global_to_cam, K, hw, near)
+            all_boxes += rows
             writer.arrays["boxmap"][i] = draw_boxes(hw, K, corners, cat_ids, near, cfg["line_width"])
             writer.arrays["hdmap"][i] = draw_hdmap(hw, K, global_to_cam, ego_xy[i], polylines,
                                                    cfg["map_radius_m"], near, cfg["line_width"])
@@ -184,7 +187,7 @@ def extract_scene(nusc, nusc_map, scene: dict, cfg: dict, dataroot: Path, split_
             "resize_rule": RESIZE_RULE, "map_class_colours": MAP_CLASS_COLOURS,
             "box_class_colours": BOX_CLASS_COLOURS, "map_radius_m": cfg["map_radius_m"],
         }
-        return writer.finish(meta, pd.DataFrame(frame_rows), pd.DataFrame(box_rows, columns=list(BOX_COLUMNS)))
+        return writer.finish(meta, pd.DataFrame(frame_rows), pd.DataFrame(all_boxes, columns=list(BOX_COLUMNS)))
 
 
 def extract(dataroot, version: str, split: str, out_dir, cfg: dict) -> dict:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from stage.errors import StageError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: bbox_* columns
 ARRAYS = ("frames", "hdmap", "boxmap")
 
 FRAME_COLUMNS = {
@@ -59,6 +59,9 @@ BOX_COLUMNS = {
     "depth": "float64",              # cam_z of the centre
     "visible": "bool",               # centre in front of the camera and some of the box inside the image
     "visible_fraction": "float64",   # share of the projected box's 2D bounding rectangle inside the image
+    # 2D extent of the box's edges clipped at the near plane (pixels, not clipped to the image); NaN when not
+    # visible. Raw corners behind the camera have no projection, so use these for 2D size, not the corners.
+    "bbox_u0": "float64", "bbox_v0": "float64", "bbox_u1": "float64", "bbox_v1": "float64",
     **{f"corner{i}_{a}": "float64" for i in range(8) for a in ("u", "v")},
 }
 

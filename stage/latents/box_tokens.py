@@ -45,11 +45,12 @@ def box_features(boxes: pd.DataFrame, n_frames: int, image_hw: tuple[int, int], 
         return feats, mask
     b = boxes[boxes["visible"]] if visible_only else boxes
     b = b[b["depth"] > 0].sort_values(["frame_index", "depth"], kind="stable")
-    cu = b[[f"corner{i}_u" for i in range(8)]].to_numpy().clip(0, w)
-    cv = b[[f"corner{i}_v" for i in range(8)]].to_numpy().clip(0, h)
+    # The near-clipped 2D extent, cut to the image (raw corners behind the camera are NaN); 0 if unknown.
+    u0, u1 = (b[c].to_numpy().clip(0, w) for c in ("bbox_u0", "bbox_u1"))
+    v0, v1 = (b[c].to_numpy().clip(0, h) for c in ("bbox_v0", "bbox_v1"))
     table = np.stack([b["category_id"].to_numpy(np.float64), b["u"].to_numpy() / w, b["v"].to_numpy() / h,
-                      b["depth"].to_numpy(), (cu.max(1) - cu.min(1)) / w, (cv.max(1) - cv.min(1)) / h],
-                     axis=1).astype(np.float32)
+                      b["depth"].to_numpy(), (u1 - u0) / w, (v1 - v0) / h], axis=1)
+    table = np.nan_to_num(table, nan=0.0).astype(np.float32)
     frame = b["frame_index"].to_numpy()
     rank = b.groupby("frame_index").cumcount().to_numpy()
     keep = (rank < max_boxes) & (frame >= 0) & (frame < n_frames)

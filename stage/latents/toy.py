@@ -82,6 +82,7 @@ def fabricate_scene(n_frames: int, height: int = 128, width: int = 224, seed: in
                        cam_z=dep, visible=True, visible_fraction=1.0, w=1.8, l=4.5, h=1.6)
             for k, (cu, cv) in enumerate([(x0, y0), (x1, y0), (x1, y1), (x0, y1)] * 2):
                 row[f"corner{k}_u"], row[f"corner{k}_v"] = float(cu), float(cv)
+            row.update(bbox_u0=float(x0), bbox_v0=float(y0), bbox_u1=float(x1), bbox_v1=float(y1))
             boxes.append(row)
         img += texture * below[..., None]
         frames[t] = np.clip(img, 0, 255).astype(np.uint8)

@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import stage.config
+from stage.data.nuscenes_source import planned_scene_names
 
 # The same schema file the stage CLI reads (one schema, one place).
 validate(config, str(stage.config.SCHEMA_PATH), set_default=True)
@@ -29,6 +30,19 @@ def stage_cmd(command):
     """The `stage` CLI call of a rule, with the workflow's config files (pass it as a param)."""
     return f"stage {command} {CONFIG_ARGS}"
 
+
+def distributed_cmd(command):
+    """A param function: `stage <command>`, under torchrun with one process per GPU when the job is granted
+    several (resources gpu, e.g. from the SLURM profile); DDP picks nccl on GPUs, gloo on CPUs."""
+
+    def cmd(wildcards, resources):
+        gpus = int(getattr(resources, "gpu", 0) or 0)
+        if gpus > 1:
+            return f"torchrun --standalone --nproc_per_node {gpus} -m stage {command} {CONFIG_ARGS}"
+        return stage_cmd(command)
+
+    return cmd
+
 R = config["results_dir"]
 DATA = config["dataset"]
 SYNTHETIC = DATA["source"] == "synthetic"
@@ -43,4 +57,34 @@ def logged(name):
     return {"log": f"{R}/logs/{name}.log", "benchmark": f"{R}/benchmarks/{name}.tsv"}
 
 
-FINAL_TARGETS = [f"{R}/latents/{s}" for s in SPLITS] + [f"{R}/figures/contact_sheet.png"]
+# Variants and their checkpoints (training.smk): one stage-1 run serves every variant.
+VARIANTS = config["train"]["variants"]
+TRAINED = [v for v, spec in VARIANTS.items() if spec.get("trained_as") is None]
+TRAIN_CACHE = f"{R}/latents/{DATA['train_split']}"
+
+
+def run_dir(stage, variant=None):
+    return f"{R}/checkpoints/stage1" if stage == 1 else f"{R}/checkpoints/{variant}/stage{stage}"
+
+
+def run_files(stage, variant=None):
+    return [f"{run_dir(stage, variant)}/{name}" for name in ("model.safetensors", "conditions.safetensors")]
+
+
+def variant_run(variant):
+    """The run directory holding a variant's final model."""
+    spec = VARIANTS[variant]
+    return run_dir(spec["last_stage"], spec.get("trained_as") or variant)
+
+
+# Rollouts (rollout.smk) and the autoencoder input of the rules that decode or encode.
+PRETRAINED_AE = config["autoencoder"]["source"] != "embedded"
+_long = planned_scene_names(config, DATA["long_split"])
+_pick = DATA["rollout_scenes"]
+ROLLOUT_SCENES = _long if _pick is None else _long[:_pick] if isinstance(_pick, int) else list(_pick)
+ROLLOUTS = [f"{R}/rollouts/{v}/{s}" for v in VARIANTS for s in ROLLOUT_SCENES]
+AE_INPUT = [] if PRETRAINED_AE else [f"{R}/autoencoder"]
+
+
+def ae_arg(wildcards, input):
+    return f"--autoencoder {input.autoencoder[0]}" if input.autoencoder else ""

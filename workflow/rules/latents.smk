@@ -1,5 +1,4 @@
 # Latent space: the embedded autoencoder (trained here unless the SD VAE is configured) and the latent cache.
-PRETRAINED_AE = config["autoencoder"]["source"] != "embedded"
 
 
 rule train_autoencoder:

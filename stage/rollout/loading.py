@@ -1,0 +1,134 @@
+"""Load a trained model + condition encoders for a rollout, with errors that say what does not match.
+
+A checkpoint is a training run's --out folder (model.safetensors + conditions.safetensors, written by
+stage.train.checkpointing.export_weights) or its model.safetensors. Loading goes through the training
+package's `load_trained`; before that, the checkpoint's tensors are compared with the model the config
+describes (built on the meta device, no memory), so a checkpoint of another config is named as such,
+with the config keys that differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from stage.errors import StageError
+
+
+def checkpoint_files(path: str | Path) -> tuple[Path, Path]:
+    path = Path(path)
+    model = path / "model.safetensors" if path.is_dir() else path
+    if not model.is_file():
+        raise StageError(f"checkpoint {path} not found: pass --checkpoint the --out folder of `stage train` "
+                         "(holding model.safetensors and conditions.safetensors) or its model.safetensors")
+    cond = model.with_name("conditions.safetensors")
+    if not cond.is_file():
+        raise StageError(f"{cond} is missing: a rollout needs the condition encoders trained with the model "
+                         "(`stage train` writes both files into its --out folder)")
+    return model, cond
+
+
+def file_hash(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _metadata(path: Path) -> tuple[dict, dict[str, list[int]]]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise StageError(f"{path} is not a readable safetensors checkpoint ({exc}); re-export it with `stage train`") from exc
+    return meta, shapes
+
+
+def config_differences(a, b, prefix: str) -> list[str]:
+    """Dotted keys whose values differ between two config sections."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += config_differences(a.get(k), b.get(k), f"{prefix}.{k}")
+        return out
+    return [] if a == b else [f"{prefix} (checkpoint {a!r}, config {b!r})"]
+
+
+def _shape_mismatches(expected: dict[str, list[int]], found: dict[str, list[int]]) -> list[str]:
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [f"{k} {found[k]} vs {expected[k]}" for k in expected if k in found and found[k] != expected[k]]
+    out = []
+    if wrong:
+        out.append(f"shape mismatch {wrong[:3]}")
+    if missing:
+        out.append(f"missing {missing[:3]}")
+    if unexpected:
+        out.append(f"unexpected {unexpected[:3]}")
+    return out
+
+
+def check_against_config(model_path: Path, cond_path: Path, config: dict) -> dict:
+    """StageError unless the checkpoint's weights fit the model and encoders `config` describes; returns the
+    checkpoint's metadata. HTFT on/off is the checkpoint's own (the variant decided it at training time)."""
+    from stage.latents.conditions import ConditionEncoder
+    from stage.model import build_model
+
+    meta, shapes = _metadata(model_path)
+    if "model" not in meta or "diffusion" not in meta:
+        raise StageError(f"{model_path} carries no model/diffusion config metadata: it was not written by "
+                         "stage.model.save_checkpoint (`stage train`)")
+    expect_cfg = json.loads(json.dumps(config))
+    expect_cfg["model"]["htft"]["enabled"] = bool(meta["model"]["htft"]["enabled"])
+    problems = []
+    if not expect_cfg["model"].get("pretrained_unet"):  # else the architecture comes from files, not the config
+        with torch.device("meta"):
+            expected = {k: list(v.shape) for k, v in build_model(expect_cfg).state_dict().items()}
+        problems = _shape_mismatches(expected, shapes)
+    cmeta, cshapes = _metadata(cond_path)
+    with torch.device("meta"):
+        cexpected = {k: list(v.shape) for k, v in ConditionEncoder(
+            config["conditions"], int(meta["backbone"].get("out_channels", 4))).state_dict().items()}
+    cproblems = _shape_mismatches(cexpected, cshapes)
+    if problems or cproblems:
+        keys = config_differences(meta["model"], expect_cfg["model"], "model")
+        if "conditions" in cmeta:
+            keys += config_differences(cmeta["conditions"], config["conditions"], "conditions")
+        what = "; ".join([f"model: {p}" for p in problems] + [f"conditions: {p}" for p in cproblems])
+        raise StageError(f"checkpoint {model_path.parent} was trained with another config ({what}). Config keys that "
+                         f"differ: {'; '.join(keys[:8]) or 'none found in the stored metadata'}. Roll out with the "
+                         "config the checkpoint was trained with, or the checkpoint of this config.")
+    return meta
+
+
+def load_for_rollout(path: str | Path, config: dict, device="cpu"):
+    """(model in eval mode, condition encoder, {"path", "sha256", "htft", "metadata"})."""
+    model_path, cond_path = checkpoint_files(path)
+    meta = check_against_config(model_path, cond_path, config)
+    try:
+        from stage.train.checkpointing import load_trained
+    except ImportError:  # training package absent: the same two steps by hand
+        load_trained = None
+    if load_trained is not None:
+        model, conditions = load_trained(model_path.parent, config, device)
+    else:
+        from safetensors.torch import load_file
+
+        from stage.latents.conditions import build_condition_encoder
+        from stage.model import load_checkpoint
+
+        model = load_checkpoint(model_path, device=device)
+        conditions = build_condition_encoder(config["conditions"], model.unet.unet.config.out_channels, device)
+        conditions.load_state_dict(load_file(str(cond_path), device=str(device)), strict=True)
+    model.eval().requires_grad_(False)
+    conditions.eval().requires_grad_(False)
+    info = {"path": str(model_path.parent), "sha256": file_hash(model_path, cond_path),
+            "htft": bool(model.htft_enabled), "train": {k: meta[k] for k in meta if k.startswith("train_")}}
+    return model, conditions, info

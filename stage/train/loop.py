@@ -1,0 +1,298 @@
+"""The training loop shared by the three stages: plain PyTorch, nanoGPT-style.
+
+    trainer = Trainer(config, stage=2, variant="full", cache_dir=..., out=..., init=..., resume=True)
+    trainer.run()        # -> 0 when finished, 143 when stopped by SIGTERM after writing a checkpoint
+
+Each stage (stage1.py, stage2.py, stage3.py) supplies `train_step(step, generator)`, which reads its
+batch (a pure function of seed and step), runs forward and backward through `trainer.ddp` and returns
+the step's {"loss", "l2", "hf"}; the loop owns the rest: learning rate, NaN / explosion guard,
+gradient clipping, AdamW step, CSV log, progress bar, checkpoints, SIGTERM and the final export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from stage import config as config_mod
+from stage.errors import StageError
+from stage.latents.cache import LatentCache
+from stage.latents.conditions import build_condition_encoder, check_condition_config
+from stage.model import FrameConditions, build_model
+from stage.train import checkpointing as ckpt
+from stage.train import distributed
+from stage.train.data import step_generator
+from stage.train.optim import build_optimizer, lr_at, set_lr
+from stage.train.variants import check_runnable, model_config_for
+
+PREEMPTED = 143  # 128 + SIGTERM: the conventional status of a job stopped by SIGTERM (clusters requeue on it)
+CSV_FIELDS = ("step", "loss", "l2", "hf", "lr", "seconds")
+
+
+def frame_conditions(conditions: nn.Module, frame: dict, cond_latent: torch.Tensor) -> FrameConditions:
+    """FrameConditions of a frame batch (B, ...) with the given condition-frame latent (B, C, h, w)."""
+    boxes, anchor = conditions(frame)
+    first = (frame["frame_index"] == 0).view(-1, 1, 1)
+    anchor = anchor.masked_fill(first, 0.0)  # the very first frame of a video has no anchor yet: zeros [paper]
+    return FrameConditions(cond_latent, frame["hdmap_latent"], boxes, anchor)
+
+
+class StepModule(nn.Module):
+    """What DistributedDataParallel wraps: condition encoders + model -> the loss of one frame batch."""
+
+    def __init__(self, model: nn.Module, conditions: nn.Module):
+        super().__init__()
+        self.model, self.conditions = model, conditions
+
+    def forward(self, frame: dict, cond_latent: torch.Tensor, sigma=None, buffer=None, generator=None):
+        cond = frame_conditions(self.conditions, frame, cond_latent)
+        return self.model.loss(frame["latent"], cond, sigma=sigma, buffer=buffer, generator=generator)
+
+
+def _truncate_csv(path: Path, key: str, keep_upto: int) -> None:
+    """Drop rows whose `key` exceeds keep_upto (steps redone after a resume)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(r for r in rows if int(r[key]) <= keep_upto)
+    os.replace(tmp, path)
+
+
+def _append_csv(path: Path, fields, row: dict) -> None:
+    new = not path.is_file() or path.stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(fields))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def weights_digest(*modules: nn.Module) -> str:
+    h = hashlib.sha256()
+    for m in modules:
+        for name, t in sorted(m.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class Trainer:
+    def __init__(self, config: dict, stage: int, variant: str | None, cache_dir: str | Path, out: str | Path,
+                 init: str | Path | None = None, resume: bool = False, loss_log: str | Path | None = None,
+                 metrics: str | Path | None = None, progress: bool = True, throttle: float = 0.0):
+        if stage not in (1, 2, 3):
+            raise StageError(f"--stage must be 1, 2 or 3, got {stage}")
+        self.variant_entry = check_runnable(config, stage, variant)
+        self.config = model_config_for(config, stage, self.variant_entry)
+        check_condition_config(self.config)
+        self.stage, self.variant = stage, variant
+        self.train_cfg = self.config["train"]
+        self.stage_cfg = self.train_cfg[f"stage{stage}"]
+        self.seed = self.train_cfg["seed"]
+        self.out = Path(out)
+        self.ckpt_root = self.out / "checkpoints"
+        self.loss_log = Path(loss_log) if loss_log else self.out / "loss.csv"
+        self.metrics_path = Path(metrics) if metrics else self.out / "metrics.json"
+        self.init, self.resume, self.progress, self.throttle = init, resume, progress, throttle
+        if stage > 1 and init is None and not (resume and ckpt.latest_checkpoint(self.ckpt_root)):
+            raise StageError(f"stage {stage} starts from the previous stage's weights: pass --init DIR (the --out "
+                             f"of `stage train --stage {stage - 1}`)")
+        self.cache = LatentCache(cache_dir)
+        self._stop = False
+
+    # ---- setup -------------------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        tc = self.train_cfg
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+        if tc["deterministic"]:
+            torch.use_deterministic_algorithms(True)  # bitwise-repeatable steps: what makes resume exact
+            torch.backends.cudnn.benchmark = False
+        if tc["threads"]:
+            torch.set_num_threads(tc["threads"])
+        self.dist = distributed.setup(tc["device"])
+        self.device = self.dist.device
+        torch.manual_seed(self.seed)  # same initial weights on every rank and in every restart
+        self.model = build_model(self.config).to(self.device)
+        latent_channels = int(self.cache.manifest["autoencoder"]["latent_channels"])
+        self.conditions = build_condition_encoder(self.config["conditions"], latent_channels, self.device)
+        self.optimizer = build_optimizer(self.model, self.conditions, self.stage, self.stage_cfg, tc)
+        self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.module = StepModule(self.model, self.conditions)
+        from stage.train import stage1, stage2, stage3
+        self.runner = {1: stage1.Stage1, 2: stage2.Stage2, 3: stage3.Stage3}[self.stage](self)
+
+    def _wrap(self) -> None:
+        self.ddp = self.module
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DDP(self.module, device_ids=ids)  # broadcasts rank 0's weights, all-reduces gradients
+
+    def no_sync(self):
+        """Accumulate gradients locally (stage 2/3 frames before a window's last one): one all-reduce per step."""
+        return self.ddp.no_sync() if self.dist.enabled else contextlib.nullcontext()
+
+    def _restore(self) -> int:
+        if self.dist.is_main:
+            ckpt.remove_stale_temporaries(self.ckpt_root)
+            if not self.resume:  # a fresh run: older checkpoints here must not be mistaken for this run's
+                for old in ckpt.list_checkpoints(self.ckpt_root):
+                    shutil.rmtree(old)
+        distributed.barrier(self.dist)
+        last = ckpt.latest_checkpoint(self.ckpt_root) if self.resume else None
+        self.resumed_from = None
+        if last is not None:
+            state, extra = ckpt.load_training_checkpoint(last, self.model, self.conditions, self.optimizer,
+                                                         self.dist.rank)
+            if state["stage"] != self.stage or state.get("variant") != self.variant:
+                raise StageError(f"{last} is a checkpoint of stage {state['stage']} variant {state.get('variant')}, "
+                                 f"not of stage {self.stage} variant {self.variant}; use another --out")
+            if "rng" in extra:
+                torch.set_rng_state(extra["rng"])
+            self.runner.load_state(state.get("runner", {}), extra)
+            self.train_seconds = state["train_seconds"]
+            self.resumed_from = state["step"]
+            if self.dist.is_main:
+                print(f"resuming stage {self.stage} from {last} (step {state['step']})")
+            return state["step"]
+        if self.init is not None:
+            ckpt.load_init(Path(self.init), self.model, self.conditions)
+        self.train_seconds = 0.0
+        return 0
+
+    def _save(self, step: int) -> Path:
+        if not all(bool(torch.isfinite(p).all()) for p in self.trainable):
+            raise StageError(self._bad_message(step, "weights became non-finite"))
+        state = {"stage": self.stage, "variant": self.variant, "train_seconds": self.train_seconds,
+                 "config_hash": config_mod.section_hash(self.config["train"]), "runner": self.runner.state()}
+        extra = {"rng": torch.get_rng_state(), **self.runner.state_tensors()}
+        self.last_good = ckpt.save_training_checkpoint(
+            self.ckpt_root, step, self.model, self.conditions, self.optimizer, state, extra, self.config,
+            self.dist.rank, lambda: distributed.barrier(self.dist), self.train_cfg["keep_checkpoints"])
+        return self.last_good
+
+    def _bad_message(self, step: int, what: str) -> str:
+        last = ckpt.latest_checkpoint(self.ckpt_root)
+        return (f"stage {self.stage} training stopped at step {step}: {what}. The last good checkpoint is "
+                f"{last if last else '(none written yet)'}; lower train.stage{self.stage}.lr, lengthen "
+                f"warmup_steps or train.grad_clip, then re-run (with --resume to continue from that checkpoint).")
+
+    def _on_sigterm(self, signum, frame):
+        self._stop = True  # finish the step, write a checkpoint, exit with PREEMPTED
+
+    # ---- loop --------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        self._setup()
+        try:
+            return self._run()
+        finally:
+            distributed.cleanup(self.dist)
+
+    def _run(self) -> int:
+        from tqdm import tqdm
+
+        tc, main = self.train_cfg, self.dist.is_main
+        total = self.stage_cfg["steps"]
+        start = self._restore()
+        self._wrap()
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if hasattr(signal, "SIGTERM") else None
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if start == 0:
+                self.loss_log.unlink(missing_ok=True)
+            _truncate_csv(self.loss_log, "step", start)
+            self.runner.truncate_logs(start)
+        wall0 = time.time()
+        bar = tqdm(total=total, initial=start, desc=f"train stage {self.stage}", unit="step",
+                   disable=not (main and self.progress), dynamic_ncols=True)
+        step, stats = start, None
+        try:
+            while step < total:
+                t0 = time.time()
+                lr = lr_at(step, self.stage_cfg)
+                set_lr(self.optimizer, lr)
+                self.optimizer.zero_grad(set_to_none=True)
+                gen = step_generator(self.device, self.seed, self.stage, step, self.dist.rank)
+                losses = self.runner.train_step(step, gen)
+                stats = distributed.mean(self.dist, torch.stack([losses["loss"], losses["l2"], losses["hf"]]).float())
+                loss = float(stats[0])
+                if not math.isfinite(loss) or loss > tc["max_loss"]:
+                    raise StageError(self._bad_message(step + 1, f"loss is {loss:.4g} (train.max_loss "
+                                                                 f"{tc['max_loss']:g})"))
+                if tc["grad_clip"]:
+                    # the method is silent; clipping keeps a rare huge-sigma batch from wrecking AdamW's moments
+                    torch.nn.utils.clip_grad_norm_(self.trainable, tc["grad_clip"])
+                self.optimizer.step()
+                step += 1
+                if self.throttle:
+                    time.sleep(self.throttle)  # tests only: leaves time to kill the run mid-way
+                self.train_seconds += time.time() - t0
+                if main:
+                    _append_csv(self.loss_log, CSV_FIELDS, {
+                        "step": step, "loss": f"{loss:.6g}", "l2": f"{float(stats[1]):.6g}",
+                        "hf": f"{float(stats[2]):.6g}", "lr": f"{lr:.6g}", "seconds": f"{self.train_seconds:.3f}"})
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                bar.update(1)
+                stop = distributed.any_rank(self.dist, self._stop)
+                if step % self.stage_cfg["checkpoint_every"] == 0 or step == total or stop:
+                    self._save(step)
+                if stop:
+                    if main:
+                        print(f"\nstage {self.stage}: SIGTERM received; checkpoint written at step {step} in "
+                              f"{self.ckpt_root}; re-run with --resume to continue.", flush=True)
+                    return PREEMPTED
+        finally:
+            bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        if start == total and ckpt.latest_checkpoint(self.ckpt_root) is None:
+            self._save(step)
+        digests = distributed.gather_strings(self.dist, weights_digest(self.model, self.conditions))
+        if main:
+            ckpt.export_weights(self.out, self.model, self.conditions, self.config,
+                                {"train_stage": self.stage, "train_variant": self.variant, "train_step": step})
+            self._write_metrics(step, time.time() - wall0, digests)
+        distributed.barrier(self.dist)
+        return 0
+
+    def _write_metrics(self, steps: int, wall: float, digests: list[str]) -> None:
+        with open(self.loss_log, newline="") as f:
+            rows = list(csv.DictReader(f))
+        losses = [float(r["loss"]) for r in rows]
+        k = max(1, min(self.train_cfg["smooth_steps"], len(losses) // 2))  # first and last windows never overlap
+        metrics = {
+            "stage": self.stage, "variant": self.variant, "steps": steps,
+            "first_loss_smoothed": sum(losses[:k]) / k if losses else None,
+            "last_loss_smoothed": sum(losses[-k:]) / k if losses else None,
+            "smooth_steps": k,
+            "train_seconds": float(rows[-1]["seconds"]) if rows else 0.0,
+            "wall_seconds_last_process": wall,
+            "world_size": self.dist.world_size,
+            "weights_digests": digests,
+            "ranks_agree": len(set(digests)) == 1,
+            "resumed_from_step": self.resumed_from,
+            "weights": str(self.out / "model.safetensors"),
+            **self.runner.metrics(),
+        }
+        tmp = self.metrics_path.with_name(f".{self.metrics_path.name}.tmp")
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(metrics, indent=2))
+        os.replace(tmp, self.metrics_path)

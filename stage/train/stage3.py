@@ -1,0 +1,125 @@
+"""Stage 3, learning through simulated inference [paper, dev].
+
+Collect: the model rolls windows out with its own sampler (`sample_frame`, no grad, per-step
+StreamingBuffers, `sampling_steps` steps) and conditions each frame on its own previous output,
+except that every W-th frame of the window (j % W == 0, so always the first) gets the real previous
+frame. W starts at `w_start` and doubles every `w_double_every` steps up to `w_max` [dev: from 2,
+doubling]. A collection holds `collect_samples` frames [dev: 500], as whole windows.
+Train: the pool's windows are streamed exactly as in stage 2 (one sigma per window, buffer on, the
+ordinary loss), except that each frame's condition frame is the one used in the rollout; when the
+pool is used up, the next step collects a new one with the current weights. The pool is part of the
+checkpoint, so a resumed run trains on the very samples the original would have.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from stage.model import new_buffers, sample_frame
+from stage.train.data import frame_of, indices_for_step, window_batch
+from stage.train.loop import _append_csv, _truncate_csv, frame_conditions
+from stage.train.stage1 import StageRunner
+from stage.train.stage2 import make_windows, stream_loss
+
+COLLECT_FIELDS = ("collection", "step", "W", "windows", "frames", "real_cf_fraction", "sources")
+
+
+def w_at(step: int, cfg: dict) -> int:
+    """Curriculum: real condition frame every W frames, W = w_start x 2^(step // w_double_every), capped at w_max."""
+    return min(cfg["w_max"], cfg["w_start"] * 2 ** (step // cfg["w_double_every"]))
+
+
+@torch.no_grad()
+def rollout_window(model, conditions, window: dict, w: int, num_steps: int,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[bool], torch.Tensor]:
+    """Simulated inference over a window batch (B, T, ...).
+
+    Returns (condition latents used (B, T, C, h, w), real_cf per frame (True = real previous frame),
+    generated latents (B, T, C, h, w)).
+    """
+    was_training = model.training, conditions.training
+    model.eval()
+    conditions.eval()
+    buffers = new_buffers(model, num_steps)  # None with HTFT off
+    n = window["latent"].shape[1]
+    used, real, generated = [], [], []
+    for j in range(n):
+        use_real = j % w == 0  # the real frame replaces the model's own every W frames
+        cf = window["prev_latent"][:, j] if use_real else generated[-1]
+        cond = frame_conditions(conditions, frame_of(window, j), cf)
+        generated.append(sample_frame(model, cond, buffers, num_steps=num_steps, generator=generator))
+        used.append(cf)
+        real.append(use_real)
+    model.train(was_training[0])
+    conditions.train(was_training[1])
+    return torch.stack(used, 1), real, torch.stack(generated, 1)
+
+
+class Stage3(StageRunner):
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        cfg = trainer.stage_cfg
+        self.windows = make_windows(trainer, cfg["window"])
+        length = cfg["window"] or min(trainer.cache.shards[s].n_frames for s, _, _ in self.windows.items)
+        self.n_windows = max(1, math.ceil(cfg["collect_samples"] / length))
+        self.pool_index = self.pool_cond = self.pool_real = None
+        self.pool_pos, self.collections, self.w = 0, 0, None
+        self.log = trainer.out / "stage3_collections.csv"
+
+    def collect(self, step: int, generator) -> None:
+        t, cfg = self.t, self.t.stage_cfg
+        self.w = w_at(step, cfg)
+        idx = indices_for_step(len(self.windows), self.n_windows, t.seed, self.collections, t.dist.rank,
+                               t.dist.world_size, salt="stage3-collect")
+        conds, reals = [], []
+        for a in range(0, len(idx), cfg["batch_size"]):
+            window = window_batch(self.windows, idx[a:a + cfg["batch_size"]], t.device)
+            used, real, _ = rollout_window(t.model, t.conditions, window, self.w, cfg["sampling_steps"], generator)
+            conds.append(used.cpu())
+            reals += [real] * used.shape[0]
+        self.pool_index = torch.tensor(idx, dtype=torch.int64)
+        self.pool_cond = torch.cat(conds)
+        self.pool_real = torch.tensor(reals, dtype=torch.bool)
+        self.pool_pos = 0
+        self.collections += 1
+        if t.dist.is_main:
+            sources = "".join("R" if r else "G" for r in reals[0])
+            _append_csv(self.log, COLLECT_FIELDS, {
+                "collection": self.collections, "step": step, "W": self.w, "windows": len(idx),
+                "frames": int(self.pool_real.numel()), "real_cf_fraction": f"{self.pool_real.float().mean():.4f}",
+                "sources": sources})
+
+    def train_step(self, step, generator):
+        t = self.t
+        if self.pool_index is None or self.pool_pos >= len(self.pool_index):
+            self.collect(step, generator)
+        sel = slice(self.pool_pos, self.pool_pos + t.stage_cfg["batch_size"])
+        self.pool_pos = min(self.pool_pos + t.stage_cfg["batch_size"], len(self.pool_index))
+        window = window_batch(self.windows, self.pool_index[sel].tolist(), t.device)
+        return stream_loss(t, window, self.pool_cond[sel].to(t.device), generator)
+
+    # checkpointed: the pool and where the loop is in it
+    def state(self) -> dict:
+        return {"pool_pos": self.pool_pos, "collections": self.collections, "W": self.w}
+
+    def state_tensors(self) -> dict:
+        if self.pool_index is None:
+            return {}
+        return {"pool_index": self.pool_index, "pool_cond": self.pool_cond, "pool_real": self.pool_real}
+
+    def load_state(self, state: dict, tensors: dict) -> None:
+        self.pool_pos, self.collections, self.w = state["pool_pos"], state["collections"], state["W"]
+        if "pool_index" in tensors:
+            self.pool_index, self.pool_cond, self.pool_real = (tensors["pool_index"], tensors["pool_cond"],
+                                                               tensors["pool_real"])
+
+    def truncate_logs(self, step: int) -> None:
+        if step == 0:
+            Path(self.log).unlink(missing_ok=True)
+        _truncate_csv(Path(self.log), "collection", self.collections)
+
+    def metrics(self) -> dict:
+        return {"stage3_collections": self.collections, "stage3_final_W": self.w}

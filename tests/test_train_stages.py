@@ -1,0 +1,148 @@
+"""Training stages 1-3 on a tiny cache: what trains, simulated inference, W curriculum, NaN stop, variants."""
+
+import csv
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stage import cli, config
+from stage.errors import StageError
+from stage.model import build_model
+from stage.train.data import indices_for_step, window_batch
+from stage.train.loop import Trainer
+from stage.train.stage3 import rollout_window, w_at
+from stage.train.toy import TINY_CONFIG, make_toy_cache
+from stage.train.variants import check_runnable, checkpoint_source
+from stage.latents.conditions import build_condition_encoder
+from stage.latents.datasets import SceneStreamDataset
+
+CFG = config.validate(TINY_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A toy cache and the stage-1 -> stage-2 -> stage-3 chain of variant `full` on it."""
+    root = tmp_path_factory.mktemp("train")
+    cache = make_toy_cache(root)
+    out = {"cache": cache, "root": root}
+    for stage, init in ((1, None), (2, "s1"), (3, "s2")):
+        out[f"s{stage}"] = root / f"s{stage}"
+        rc = Trainer(CFG, stage, "full", cache, out[f"s{stage}"], init=out.get(init), progress=False).run()
+        assert rc == 0
+    return out
+
+
+def test_stage1_writes_weights_log_and_metrics(runs):
+    s1 = runs["s1"]
+    rows = list(csv.DictReader(open(s1 / "loss.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, 7))
+    assert set(rows[0]) == {"step", "loss", "l2", "hf", "lr", "seconds"}
+    m = json.loads((s1 / "metrics.json").read_text())
+    assert m["steps"] == 6 and m["first_loss_smoothed"] > 0 and m["train_seconds"] > 0
+    assert (s1 / "model.safetensors").is_file() and (s1 / "conditions.safetensors").is_file()
+    assert len(list((s1 / "checkpoints").iterdir())) == CFG["train"]["keep_checkpoints"]
+
+
+def test_stage2_freezes_the_encoder_and_trains_decoder_and_fusion(runs):
+    before, after = load_file(str(runs["s1"] / "model.safetensors")), load_file(str(runs["s2"] / "model.safetensors"))
+    changed = {k for k in after if k in before and not torch.equal(before[k], after[k])}
+    encoder = [k for k in after if k.startswith(("unet.unet.conv_in.", "unet.unet.time_embedding.",
+                                                 "unet.unet.down_blocks."))]
+    assert encoder and not changed & set(encoder)
+    assert any(k.startswith("unet.unet.up_blocks.") for k in changed)
+    assert any(k.startswith("unet.unet.mid_block.") for k in changed)
+    assert any(k.startswith("unet.htft.") for k in changed)  # fusion learned (started at identity)
+    cond_before = load_file(str(runs["s1"] / "conditions.safetensors"))
+    cond_after = load_file(str(runs["s2"] / "conditions.safetensors"))
+    assert all(torch.equal(cond_before[k], cond_after[k]) for k in cond_after)  # train_condition_encoders: false
+
+
+def test_stage3_conditions_on_its_own_outputs_except_every_w_frames(runs):
+    from stage.train.loop import frame_conditions  # noqa: F401  (the same conditioning the loop uses)
+    from stage.latents.cache import LatentCache
+
+    cache = LatentCache(runs["cache"])
+    torch.manual_seed(0)
+    model = build_model(CFG)
+    conditions = build_condition_encoder(CFG["conditions"], 4)
+    window = window_batch(SceneStreamDataset(cache, window=8), [0], torch.device("cpu"))
+    for w in (2, 4, 3):
+        used, real, generated = rollout_window(model, conditions, window, w, num_steps=2,
+                                               generator=torch.Generator().manual_seed(0))
+        assert real == [j % w == 0 for j in range(8)]
+        for j in range(8):
+            expected = window["prev_latent"][:, j] if real[j] else generated[:, j - 1]
+            assert torch.equal(used[:, j], expected)
+        assert not torch.equal(generated[:, 1], window["latent"][:, 1])
+    # the run's log: W doubles every 2 steps, real condition frames exactly at j % W == 0
+    rows = list(csv.DictReader(open(runs["s3"] / "stage3_collections.csv")))
+    assert [(int(r["step"]), int(r["W"]), r["sources"]) for r in rows] == [(0, 2, "RGRG"), (2, 4, "RGGG")]
+
+
+def test_w_curriculum_doubles_and_caps():
+    cfg = {"w_start": 2, "w_double_every": 3, "w_max": 16}
+    assert [w_at(s, cfg) for s in range(16)] == [2] * 3 + [4] * 3 + [8] * 3 + [16] * 7
+
+
+def test_data_order_is_a_pure_function_of_seed_and_step():
+    a = [indices_for_step(10, 2, seed=0, step=s, rank=r, world=2) for s in range(5) for r in range(2)]
+    b = [indices_for_step(10, 2, seed=0, step=s, rank=r, world=2) for s in range(5) for r in range(2)]
+    assert a == b and sorted(sum(a[:5], [])) == list(range(10))  # one epoch: every item once across ranks
+    assert a != [indices_for_step(10, 2, seed=1, step=s, rank=r, world=2) for s in range(5) for r in range(2)]
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(runs, monkeypatch, capsys, tmp_path):
+    from stage.train import stage1
+
+    original = stage1.Stage1.train_step
+
+    def poisoned(self, step, generator):
+        out = original(self, step, generator)
+        if step == 2:  # the third step: after the checkpoint of step 2
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(stage1.Stage1, "train_step", poisoned)
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(json.dumps(TINY_CONFIG))
+    out = tmp_path / "run"
+    rc = cli.main(["train", "--config", str(cfg_file), "--stage", "1", "--cache", str(runs["cache"]),
+                   "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "stage 1 training stopped at step 3: loss is nan" in err and "step-0000002" in err
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts == ["step-0000002"]
+    weights = load_file(str(out / "checkpoints" / "step-0000002" / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    assert not (out / "model.safetensors").exists()
+
+
+def test_exploding_loss_threshold(runs, tmp_path):
+    cfg = config.validate({**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "max_loss": 1e-6}})
+    with pytest.raises(StageError, match=r"step 1: loss is .* \(train.max_loss 1e-06\).*none written yet"):
+        Trainer(cfg, 1, None, runs["cache"], tmp_path / "run", progress=False).run()
+
+
+def test_variants_table():
+    assert check_runnable(CFG, 1, None) is None  # stage 1: shared, no variant needed
+    assert check_runnable(CFG, 2, "no_htft")["htft"] is False
+    with pytest.raises(StageError, match="stage-2 checkpoint of variant 'full'"):
+        check_runnable(CFG, 2, "stages_1_2")
+    with pytest.raises(StageError, match="needs --variant"):
+        check_runnable(CFG, 3, None)
+    assert checkpoint_source(CFG, "stages_1_2") == ("full", 2)
+    assert checkpoint_source(CFG, "stage1_only") == (None, 1)
+    assert checkpoint_source(CFG, "no_htft") == ("no_htft", 3)
+
+
+def test_no_htft_variant_starts_from_the_shared_stage1_run(runs, tmp_path):
+    out = tmp_path / "no_htft"
+    assert Trainer(CFG, 2, "no_htft", runs["cache"], out, init=runs["s1"], progress=False).run() == 0
+    weights = load_file(str(out / "model.safetensors"))
+    assert not any(k.startswith("unet.htft.") for k in weights)
+    s1 = load_file(str(runs["s1"] / "model.safetensors"))
+    enc = "unet.unet.down_blocks.0.resnets.0.conv1.weight"
+    assert torch.equal(weights[enc], s1[enc])
