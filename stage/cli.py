@@ -15,6 +15,7 @@ import importlib
 import os
 import pkgutil
 import sys
+import traceback
 from pathlib import Path
 
 import stage.commands
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         except StageError as exc:
             print(f"stage {args.command}: error: {exc}", file=sys.stderr)
             return 2
+        except Exception:
+            traceback.print_exc()  # inside the log context, so the traceback lands in --log too
+            return 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,11 @@
 """Shared pytest fixtures."""
 
+import shutil
+from pathlib import Path
+
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 # The tiny synthetic world: 2 train scenes of 3 s and 1 long scene of 4 s at 200x113 (seed 0).
 SYNTH_SMALL_CONFIG = {"synth": {"seed": 0, "n_train_scenes": 2, "train_scene_seconds": 3.0, "n_long_scenes": 1,
@@ -19,3 +24,24 @@ def synth_world_small(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth") / "world"
     generate(SYNTH_SMALL_CONFIG, root)
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; two OpenMP threads on a shared 2-core box can be 100x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def copy_workflow(tmp_path: Path) -> Path:
+    """The workflow's files (not results/ or .snakemake/) copied to a fresh folder to run Snakemake in."""
+    work = tmp_path / "wf"
+    work.mkdir()
+    for item in ("Snakefile", "workflow", "config", ".test"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+    return work

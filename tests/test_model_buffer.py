@@ -1,19 +1,10 @@
 """StreamingBuffer / StepBuffers semantics and how the sampler writes them."""
 
-import pytest
 import torch
 
 from stage import config
 from stage.model import FrameConditions, StepBuffers, StreamingBuffer, build_model, new_buffers, sample_frame
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; two OpenMP threads on a shared 2-core box can be 100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def frame(value: float, requires_grad: bool = False) -> list[torch.Tensor]:

@@ -7,14 +7,6 @@ from stage import config
 from stage.model import HTFTFusion, StreamingBuffer, build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; two OpenMP threads on a shared 2-core box can be 100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny_config(htft: bool = True):
     cfg = config.default()

@@ -1,20 +1,11 @@
 """One-frame sampler determinism, the loss on a tiny overfit, and the training-stage parameter groups."""
 
-import pytest
 import torch
 
 from stage import config
 from stage.model import FrameConditions, build_model, new_buffers, param_groups, sample_frame, trainable_names
 from stage.model.diffusion import edm_loss, high_pass
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; two OpenMP threads on a shared 2-core box can be 100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_config():

@@ -14,14 +14,6 @@ from stage.model.anchor_attention import AnchorCrossAttnProcessor
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; two OpenMP threads on a shared 2-core box can be 100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def anchor_processors(model):
     return [m for m in model.modules() if isinstance(m, AnchorCrossAttnProcessor)]

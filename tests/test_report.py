@@ -47,7 +47,8 @@ def results(tmp_path_factory):
                                                    "layout_source": ["gt"] * T, "gt_frames": T}))
     cfg = config_mod.validate({"evaluate": {"eval_size": [16, 24], "segment_length": 16, "fvd_clip_frames": 8,
                                             "fvd_clip_stride": 4, "drift_window_stride": 4}})
-    evaluate(root / "rollouts", root / "extracted" / "long", root / "evaluation", cfg["evaluate"], progress=False)
+    evaluate(root / "rollouts", root / "extracted" / "long", root / "evaluation", cfg["evaluate"], progress=False,
+             metrics_path=root / "metrics.json")
     (root / "plots").mkdir()
     steps = np.arange(1, 201)
     pd.DataFrame({"step": steps, "loss": 1.0 / np.sqrt(steps)}).to_csv(root / "plots" / "loss_stage1.csv", index=False)

@@ -1,7 +1,6 @@
 """`stage rollout` on bad input: clear StageErrors (exit status 2), never tracebacks."""
 
 import pytest
-import torch
 import yaml
 
 from stage import cli
@@ -9,13 +8,6 @@ from stage.errors import StageError
 from stage.rollout.loading import load_for_rollout
 from stage.rollout.toy import make_rollout_inputs, tiny_config
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,6 @@ from stage.rollout.toy import make_rollout_inputs, tiny_config
 N_FRAMES = 60  # the synthetic long scene has 49 recorded frames: the last 11 are forecast
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on the shared 2-core box make tiny forwards ~100x slower
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def setup(synth_world_small, tmp_path_factory):

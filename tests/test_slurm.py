@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import copy_workflow
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SLURM_DIR = REPO / "tests" / "slurm"
@@ -26,19 +28,10 @@ def _env():
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
 
-def _workflow_copy(tmp_path: Path) -> Path:
-    work = tmp_path / "wf"
-    work.mkdir()
-    for item in ("Snakefile", "workflow", "config", ".test"):
-        src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
-    return work
-
-
 def test_cluster_profile_is_accepted_by_snakemake(tmp_path):
     """The site profile parses, its keys are options snakemake/the plugin know, and set-resources for rules
     that do not exist yet (train_stage*, rollout) is accepted. A dry run: no cluster needed."""
-    work = _workflow_copy(tmp_path)
+    work = copy_workflow(tmp_path)
     run = subprocess.run([str(BIN / "snakemake"), "-n", "--profile", "workflow/profiles/slurm",
                           "--configfile", ".test/config.yaml"], cwd=work, env=_env(), capture_output=True,
                          text=True)
@@ -86,7 +79,7 @@ DATA_TARGETS = ["results/extracted/long", "results/figures/contact_sheet.png"]
 
 @pytest.mark.slow
 def test_snakemake_runs_the_data_chain_as_slurm_jobs(tmp_path, slurm_cluster):
-    work = _workflow_copy(tmp_path)
+    work = copy_workflow(tmp_path)
     # Targets before --configfile, which takes several values.
     run = subprocess.run([str(BIN / "snakemake"), *DATA_TARGETS, "--profile", "workflow/profiles/slurm-local",
                           "--configfile", ".test/config.yaml"], cwd=work, env=_env(),

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import copy_workflow
 from stage import config as config_mod
 from stage.dvc_export import generate
 from stage.errors import StageError
@@ -30,6 +31,15 @@ def test_config_yaml_holds_exactly_the_schema_defaults():
     """DVC reads params from config/config.yaml, so every key must be there, with the schema's values."""
     raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     assert raw == config_mod.default(), "run: stage config --write-defaults config/config.yaml"
+
+
+def test_paper_config_is_valid_and_names_what_to_set(tmp_path):
+    cfg = config_mod.load([REPO / "config/config.yaml", REPO / "config/paper.yaml"])
+    assert (cfg["extract"]["height"], cfg["extract"]["width"]) == (448, 768)
+    assert cfg["model"]["unet"]["block_out_channels"] == [320, 640, 1280, 1280]
+    work = copy_workflow(tmp_path)
+    run = _snakemake(work, "-n", "--configfile", "config/paper.yaml", check=False)
+    assert run.returncode != 0 and "dataset.dataroot is not set" in run.stdout + run.stderr
 
 
 def test_config_errors_name_the_key(tmp_path):
@@ -63,48 +73,57 @@ def test_cli_lists_commands_without_importing_them():
         assert name in help_text
 
 
-def _workflow_copy(tmp_path: Path) -> Path:
-    work = tmp_path / "wf"
-    work.mkdir()
-    for item in ("Snakefile", "workflow", "config", ".test"):
-        src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
-    return work
-
-
 def _snakemake(work: Path, *args, check=True):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run([str(BIN / "snakemake"), "--cores", "2", "--configfile", ".test/config.yaml", *args],
                           cwd=work, env=env, capture_output=True, text=True, check=check)
 
 
-def test_snakemake_runs_the_data_chain_and_then_has_nothing_to_do(tmp_path):
-    work = _workflow_copy(tmp_path)
+def _planned_jobs(dry_run_output: str) -> dict[str, int]:
+    """{rule: count} from the job-stats table of `snakemake -n`."""
+    table = dry_run_output.split("Job stats:")[1].split("total")[0]
+    return {parts[0]: int(parts[1]) for line in table.splitlines()
+            if len(parts := line.split()) == 2 and parts[1].isdigit()}
+
+
+def test_snakemake_runs_the_whole_chain_then_reruns_only_what_changed(tmp_path):
+    """The tiny config through every rule to report.pdf; a second run has nothing to do; a changed
+    evaluation parameter reruns evaluation, figures and report only."""
+    work = copy_workflow(tmp_path)
     run = _snakemake(work, check=False)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode == 0, run.stderr[-4000:]
     index = yaml.safe_load((work / "results/extracted/train/index.json").read_text())
     assert len(index["scenes"]) == 2 and index["height"] == 64
-    assert len(yaml.safe_load((work / "results/extracted/long/index.json").read_text())["scenes"]) == 1
     assert "extract train" in (work / "results/logs/extract/train.log").read_text()
     bench = (work / "results/benchmarks/synth.tsv").read_text().splitlines()
     assert bench[0].startswith("s\t") and float(bench[1].split("\t")[0]) > 0
-    from PIL import Image
+    metrics = yaml.safe_load((work / "results/metrics.json").read_text())
+    assert {"full", "no_htft", "stages_1_2", "stage1_only", "noise_floor", "ceiling"} <= set(metrics["rows"])
+    frames = __import__("numpy").load(work / "results/rollouts/full/synth-0002/frames.npy", mmap_mode="r")
+    assert frames.shape == (60, 64, 128, 3)  # past the 49 recorded frames, the forecaster continued
+    assert (work / "results/report.pdf").read_bytes().startswith(b"%PDF")
 
-    with Image.open(work / "results/figures/contact_sheet.png") as img:
-        assert img.width > 600 and img.height > 300
     again = _snakemake(work, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
+    html = _snakemake(work, "--report", "results/workflow.html", check=False)
+    assert html.returncode == 0, html.stderr[-2000:]
+    assert "train_stage1" in (work / "results/workflow.html").read_text(errors="replace")
+
+    overlay = work / ".test/config.yaml"
+    overlay.write_text(overlay.read_text().replace("segment_length: 20", "segment_length: 10"))
+    changed = _snakemake(work, "-n")
+    assert _planned_jobs(changed.stdout + changed.stderr) == {"evaluate": 1, "figures": 1, "report": 1, "all": 1}
 
 
 def test_snakemake_refuses_command_line_config_overrides(tmp_path):
-    work = _workflow_copy(tmp_path)
+    work = copy_workflow(tmp_path)
     run = _snakemake(work, "-n", "--config", "results_dir=elsewhere", check=False)
     assert run.returncode != 0
     assert "--configfile" in run.stdout + run.stderr
 
 
 def test_dvc_reads_the_generated_pipeline(tmp_path):
-    work = _workflow_copy(tmp_path)
+    work = copy_workflow(tmp_path)
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):

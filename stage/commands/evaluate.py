@@ -16,6 +16,7 @@ def add_arguments(parser):
                              "omitted without it)")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="writes metrics.json, segments.csv and real_stats/ here")
+    parser.add_argument("--metrics", metavar="FILE", help="write metrics.json here instead of <out>/metrics.json")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
 
 
@@ -23,9 +24,10 @@ def run(args, config):
     from stage.evaluate.evaluate import evaluate
 
     result = evaluate(args.rollouts, args.ground_truth, args.out, config["evaluate"],
-                      reconstructions_dir=args.reconstructions, progress=not args.no_progress)
+                      reconstructions_dir=args.reconstructions, progress=not args.no_progress,
+                      metrics_path=args.metrics)
     summary = {row: {k: round(m["value"], 4) if m["value"] is not None else None
                      for k, m in data["metrics"].items() if k in (*result["families"].values(), "PSNR", "SSIM")}
                for row, data in result["rows"].items()}
     print(json.dumps(summary, indent=1))
-    print(f"wrote {args.out}/metrics.json and segments.csv in {result['seconds']} s")
+    print(f"wrote {args.metrics or args.out + '/metrics.json'} and {args.out}/segments.csv in {result['seconds']} s")

@@ -292,10 +292,10 @@ class _Evaluation:
 
 
 def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions_dir=None,
-             progress: bool = True) -> dict:
+             progress: bool = True, metrics_path=None) -> dict:
     """Score every variant under rollouts_dir against the extracted split ground_truth_dir; write
-    <out_dir>/metrics.json and segments.csv (and real_stats/); return the metrics.json dict.
-    `cfg` is the validated `evaluate` config section."""
+    metrics_path (default <out_dir>/metrics.json), <out_dir>/segments.csv and real_stats/; return the
+    metrics.json dict. `cfg` is the validated `evaluate` config section."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -381,7 +381,8 @@ def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions
         "notes": ev.notes,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    _write_atomic(out_dir / "metrics.json", json.dumps(result, indent=1, default=_json_default))
+    _write_atomic(Path(metrics_path) if metrics_path else out_dir / "metrics.json",
+                  json.dumps(result, indent=1, default=_json_default))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=SEGMENT_COLUMNS, lineterminator="\n")
     writer.writeheader()

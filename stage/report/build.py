@@ -1,6 +1,6 @@
 """Assemble results/report.pdf from the pipeline's outputs (fixed layout under the results folder).
 
-    <results>/evaluation/metrics.json, segments.csv     `stage evaluate`
+    <results>/metrics.json, evaluation/segments.csv      `stage evaluate`
     <results>/rollouts/<variant>/<scene>/                `stage rollout`
     <results>/extracted/<long split>/                    ground truth for the strips
     <results>/plots/*loss*.csv, <results>/metrics/*.json training logs and their summaries
@@ -84,8 +84,8 @@ def _reading(rows: dict, variants: list[str]) -> list[str]:
 
 
 def build_report(results: str | Path, config: dict, out: str | Path) -> Path:
-    results = Path(results)
-    metrics_path = results / "evaluation" / "metrics.json"
+    results = Path(results).resolve()
+    metrics_path = results / "metrics.json"
     if not metrics_path.is_file():
         raise StageError(f"{metrics_path} is missing: run `stage evaluate` (Snakemake rule `evaluate`) first")
     metrics = json.loads(metrics_path.read_text())
@@ -171,10 +171,11 @@ def build_report(results: str | Path, config: dict, out: str | Path) -> Path:
 
     doc.page_break()
     doc.heading("Provenance")
-    tracked = [p for p in ("world", "extracted", "autoencoder", "latents", "checkpoints") if (results / p).exists()]
-    prov = provenance.collect(REPO_ROOT, config, [str((results / p).relative_to(REPO_ROOT))
-                                                   if results.resolve().is_relative_to(REPO_ROOT) else str(results / p)
-                                                   for p in tracked], results / "benchmarks")
+    tracked = [results / p for p in ("world", "extracted", "autoencoder", "latents", "checkpoints")
+               if (results / p).exists()]
+    # paths as dvc.lock writes them (relative to the repository) where the results live inside it
+    prov = provenance.collect(REPO_ROOT, config, [str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT)
+                                                   else str(p) for p in tracked], results / "benchmarks")
     doc.bullets([f"git commit {prov['git_commit']}", f"config hash {prov['config_hash']}",
                  f"hardware: {prov['hardware']}; Python {prov['python']}",
                  "packages: " + ", ".join(f"{k} {v}" for k, v in prov["packages"].items())])

@@ -36,7 +36,7 @@ from stage.latents.cache import LatentCache, SceneShard
 from stage.model import FrameConditions, new_buffers, sample_frame
 from stage.rollout import outputs
 from stage.rollout.forecaster import ForecastContext
-from stage.rollout.layouts import GT, LayoutStream
+from stage.rollout.layouts import LayoutStream
 from stage.rollout.state import StreamState, latest_state, load_state, save_state
 
 STOPPED = 143  # 128 + SIGTERM: the rollout was stopped after writing a state checkpoint

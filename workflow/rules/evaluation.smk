@@ -32,13 +32,13 @@ rule evaluate:
         ground_truth=f"{R}/extracted/{DATA['long_split']}",
         reconstructions=f"{R}/reconstructions/{DATA['long_split']}",
     output:
-        metrics=f"{R}/evaluation/metrics.json",
+        metrics=f"{R}/metrics.json",
         segments=f"{R}/evaluation/segments.csv",
         stats=directory(f"{R}/evaluation/real_stats"),
     params:
         cmd=stage_cmd("evaluate"),
-        out=f"{R}/evaluation",
-        rollouts=f"{R}/rollouts",
+        out=lambda w, output: os.path.dirname(output.segments),
+        rollouts=lambda w, input: os.path.dirname(os.path.dirname(input.rollouts[0])),
         evaluate=config["evaluate"],
     log:
         logged("evaluate")["log"],
@@ -52,12 +52,13 @@ rule evaluate:
         runtime=60,
     shell:
         "{params.cmd} --rollouts {params.rollouts} --ground-truth {input.ground_truth} "
-        "--reconstructions {input.reconstructions} --out {params.out} --log {log} --threads {threads}"
+        "--reconstructions {input.reconstructions} --out {params.out} --metrics {output.metrics} --log {log} "
+        "--threads {threads}"
 
 
 rule figures:
     input:
-        metrics=f"{R}/evaluation/metrics.json",
+        metrics=f"{R}/metrics.json",
         segments=f"{R}/evaluation/segments.csv",
         rollouts=ROLLOUTS,
         losses=[f"{R}/plots/loss_stage1.csv"]
@@ -66,7 +67,7 @@ rule figures:
         [f"{R}/figures/{name}.png" for name in ("drift", "strips", "losses")],
     params:
         cmd=stage_cmd("figures"),
-        results=R,
+        results=lambda w, output: os.path.dirname(os.path.dirname(output[0])),
     log:
         logged("figures")["log"],
     benchmark:
@@ -85,13 +86,13 @@ rule report:
     input:
         rules.figures.output,
         f"{R}/figures/contact_sheet.png",
-        f"{R}/evaluation/metrics.json",
+        f"{R}/metrics.json",
         f"{R}/metrics/autoencoder_metrics.json" if not PRETRAINED_AE else [],
     output:
         f"{R}/report.pdf",
     params:
         cmd=stage_cmd("report"),
-        results=R,
+        results=lambda w, output: os.path.dirname(output[0]),
     log:
         logged("report")["log"],
     benchmark:
