@@ -41,7 +41,7 @@ def copy_workflow(tmp_path: Path) -> Path:
     """The workflow's files (not results/ or .snakemake/) copied to a fresh folder to run Snakemake in."""
     work = tmp_path / "wf"
     work.mkdir()
-    for item in ("Snakefile", "workflow", "config", ".test"):
+    for item in ("Snakefile", "workflow", "config", "profiles", ".test"):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
     return work

@@ -24,6 +24,9 @@ from stage.rollout.forecaster import ForecastContext, LayoutForecaster, build_fo
 GT = "gt"
 
 
+FORECAST_CHUNK = 24  # forecast frames laid out and encoded together
+
+
 class LayoutStream:
     def __init__(self, shard: SceneShard, n_frames: int, codec: Codec, forecaster: str,
                  make_context: Callable[[int], ForecastContext], device: torch.device | str = "cpu"):
@@ -32,6 +35,10 @@ class LayoutStream:
         self.forecaster_name = forecaster
         self._make_context = make_context
         self._forecaster: LayoutForecaster | None = None
+        self._forecast: dict[int, dict[str, torch.Tensor]] = {}  # the current chunk of forecast frames
+        if n_frames > self.gt_frames:
+            # Built now, not at the first forecast frame: its map is part of the rollout's steady memory.
+            _ = self.forecaster
 
     def source(self, t: int) -> str:
         return GT if t < self.gt_frames else self.forecaster_name
@@ -54,8 +61,20 @@ class LayoutStream:
             if "box_tokens" in s.keys:
                 out["box_tokens"] = s.get("box_tokens", slice(t, t + 1)).float()
         else:
-            lay = self.forecaster.layout(t)
-            out = {"hdmap_latent": self.codec.encode(lay.hdmap[None]).float(),
-                   "box_features": torch.from_numpy(np.ascontiguousarray(lay.box_features, np.float32))[None],
-                   "box_mask": torch.from_numpy(np.asarray(lay.box_mask, bool))[None]}
+            if t not in self._forecast:
+                # fixed chunk boundaries: a resumed rollout encodes exactly the batches an uninterrupted one did
+                start = self.gt_frames + (t - self.gt_frames) // FORECAST_CHUNK * FORECAST_CHUNK
+                self._forecast = self._forecast_chunk(start)
+            out = self._forecast[t]
         return {k: v.to(self.device) for k, v in out.items()}
+
+    def _forecast_chunk(self, start: int, size: int = FORECAST_CHUNK) -> dict[int, dict[str, torch.Tensor]]:
+        """Layouts of frames start..start+size-1, their HD maps encoded in one batch (cheaper per frame than
+        one at a time). A forecast layout depends only on its frame index, so chunks resume exactly."""
+        frames = range(start, start + size)
+        lays = [self.forecaster.layout(t) for t in frames]
+        latents = self.codec.encode(np.stack([lay.hdmap for lay in lays])).float()
+        return {t: {"hdmap_latent": latents[i:i + 1],
+                    "box_features": torch.from_numpy(np.ascontiguousarray(lay.box_features, np.float32))[None],
+                    "box_mask": torch.from_numpy(np.asarray(lay.box_mask, bool))[None]}
+                for i, (t, lay) in enumerate(zip(frames, lays))}
