@@ -52,6 +52,10 @@ def results(tmp_path_factory):
     (root / "plots").mkdir()
     steps = np.arange(1, 201)
     pd.DataFrame({"step": steps, "loss": 1.0 / np.sqrt(steps)}).to_csv(root / "plots" / "loss_stage1.csv", index=False)
+    (root / "metrics").mkdir()
+    (root / "metrics" / "train_stage1_metrics.json").write_text(json.dumps(
+        {"stage": 1, "variant": None, "steps": 200, "first_loss_smoothed": 0.8125, "last_loss_smoothed": 0.0875,
+         "train_seconds": 12.5}))
     return root, cfg
 
 
@@ -77,6 +81,8 @@ def test_report_pdf_renders_with_tables_of_numbers(results, tmp_path):
         assert len(re.findall(r"\d+(?:\.\d+)?", line.strip()[len(row):])) == numbers, line
     assert "FID-proxy[" in text and "FID[" not in text.replace("FID-proxy[", "")
     assert "Vista" in text and "242.8" in text
+    training = text.split("Training")[1].split("Main table")[0]
+    assert re.search(r"stage 1 \(all variants\)\s+200\s+0\.812\s+0\.0875", training), training
     assert "Paper claim, HTFT improves" in text
     assert "git commit" in text
 

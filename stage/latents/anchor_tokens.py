@@ -51,7 +51,7 @@ class ClipAnchorEncoder(nn.Module):
 
         p = _need_dir(path, "clip_vision_path")
         try:
-            self.model = CLIPVisionModelWithProjection.from_pretrained(p, local_files_only=True)
+            self.model = CLIPVisionModelWithProjection.from_pretrained(p, local_files_only=True, use_safetensors=True)
         except (OSError, ValueError) as exc:
             raise StageError(f"cannot load a CLIPVisionModelWithProjection from {p}: {exc}") from exc
         self.model = self.model.to(device).eval().requires_grad_(False)

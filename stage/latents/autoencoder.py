@@ -141,7 +141,8 @@ def load_embedded(path: str | Path, device: str | torch.device = "cpu") -> Codec
             "first, or set autoencoder.source: pretrained with autoencoder.pretrained_path."
         )
     meta = json.loads(meta_path.read_text())
-    model = AutoencoderKL.from_pretrained(path, local_files_only=True, low_cpu_mem_usage=False)
+    model = AutoencoderKL.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                          low_cpu_mem_usage=False)
     model = model.to(device).eval().requires_grad_(False)
     scale = float(meta["latent_scale"])
     # recomputed from the files, so weights replaced after training still invalidate latent caches
@@ -163,7 +164,7 @@ def load_pretrained(cfg: dict, device: str | torch.device = "cpu") -> Codec:
                          "named by autoencoder.pretrained_subfolder).")
     try:
         model = AutoencoderKL.from_pretrained(str(local) if local.is_dir() else name, subfolder=sub or None,
-                                              local_files_only=True, low_cpu_mem_usage=False)
+                                              local_files_only=True, use_safetensors=True, low_cpu_mem_usage=False)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise StageError(f"cannot load the pretrained autoencoder from {name!r} (subfolder {sub!r}) without "
                          f"downloading: {exc}. Put the SD VAE at that path or in the local hub cache.") from exc

@@ -118,7 +118,7 @@ class ClipBoxEncoder(nn.Module):
         p = _need_dir(path, "clip_text_path")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True)
-            self.model = CLIPTextModel.from_pretrained(p, local_files_only=True).to(device).eval().requires_grad_(False)
+            self.model = CLIPTextModel.from_pretrained(p, local_files_only=True, use_safetensors=True).to(device).eval().requires_grad_(False)
         except (OSError, ValueError) as exc:
             raise StageError(f"cannot load a CLIP text model + tokenizer from {p}: {exc}") from exc
         self.template = template

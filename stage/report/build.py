@@ -83,6 +83,27 @@ def _reading(rows: dict, variants: list[str]) -> list[str]:
     return lines
 
 
+def _training_tables(doc: Report, results: Path) -> None:
+    """The autoencoder's held-out PSNR and each training run's loss, first vs last (smoothed)."""
+    ae = results / "metrics" / "autoencoder_metrics.json"
+    runs = sorted((results / "metrics").glob("train_*_metrics.json"))
+    if not (ae.is_file() or runs):
+        return
+    doc.heading("Training")
+    if ae.is_file():
+        m = json.loads(ae.read_text())
+        doc.table(["autoencoder", "steps", "held-out PSNR, frames (dB)", "held-out PSNR, HD maps (dB)", "seconds"],
+                  [["embedded AutoencoderKL", m["steps"], m["psnr_heldout_db"], m["psnr_heldout_hdmap_db"],
+                    m["train_seconds"]]])
+    rows = []
+    for m in sorted((json.loads(p.read_text()) for p in runs), key=lambda m: (m["stage"], m.get("variant") or "")):
+        rows.append([f"stage {m['stage']}" + (f", {m['variant']}" if m.get("variant") else " (all variants)"),
+                     m["steps"], m["first_loss_smoothed"], m["last_loss_smoothed"], m["train_seconds"]])
+    if rows:
+        doc.table(["run", "steps", "loss, first", "loss, last", "seconds"], rows,
+                  note="Losses are running means over the first and last steps of each run (train.smooth_steps).")
+
+
 def build_report(results: str | Path, config: dict, out: str | Path) -> Path:
     results = Path(results).resolve()
     metrics_path = results / "metrics.json"
@@ -113,6 +134,8 @@ def build_report(results: str | Path, config: dict, out: str | Path) -> Path:
                                                         if proxy else " (standard detector files)."),
         f"Config hash {section_hash(config)}; evaluation protocol hashes are listed with each metric below.",
     ])
+
+    _training_tables(doc, results)
 
     doc.heading("Main table")
     header = ["row"] + [fam.get(prefix.lower(), label) for prefix, label, _ in COLUMNS]

@@ -43,13 +43,13 @@ def distributed_cmd(command):
 
     return cmd
 
+
 R = config["results_dir"]
 DATA = config["dataset"]
 SYNTHETIC = DATA["source"] == "synthetic"
 if not SYNTHETIC and not DATA["dataroot"]:
     raise WorkflowError("dataset.source is nuscenes but dataset.dataroot is not set: point it at the nuScenes root")
 DATAROOT = f"{R}/world" if SYNTHETIC else DATA["dataroot"]
-SPLITS = [DATA["train_split"], DATA["long_split"]]
 
 
 def logged(name):
