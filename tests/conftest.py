@@ -45,3 +45,17 @@ def copy_workflow(tmp_path: Path) -> Path:
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
     return work
+
+
+def empty_scene_tables(n_frames: int):
+    """(frames table, boxes table) for write_scene: n_frames rows of zeros, no boxes (metric-only scenes)."""
+    import numpy as np
+    import pandas as pd
+
+    from stage.data.scene_format import BOX_COLUMNS, FRAME_COLUMNS
+
+    frames = pd.DataFrame({c: ([""] * n_frames if t == "string" else np.zeros(n_frames))
+                           for c, t in FRAME_COLUMNS.items()})
+    frames["frame_index"] = np.arange(n_frames)
+    return frames, pd.DataFrame({c: pd.Series([], dtype="object" if t == "string" else t)
+                                 for c, t in BOX_COLUMNS.items()})

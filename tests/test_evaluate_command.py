@@ -4,14 +4,14 @@ import csv
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import yaml
 
 from stage import cli
+from conftest import empty_scene_tables
 from stage import config as config_mod
-from stage.data.scene_format import BOX_COLUMNS, FRAME_COLUMNS, write_index, write_scene
+from stage.data.scene_format import write_index, write_scene
 from stage.errors import StageError
 from stage.evaluate.backbones import file_sha256
 from stage.evaluate.evaluate import evaluate
@@ -31,13 +31,6 @@ def _gt_frames(seed):
     return np.clip(frames + rng.normal(0, 3, frames.shape), 0, 255).astype(np.uint8)
 
 
-def _tables():
-    frames = pd.DataFrame({c: ([""] * T if t == "string" else np.zeros(T)) for c, t in FRAME_COLUMNS.items()})
-    frames["frame_index"] = np.arange(T)
-    return frames, pd.DataFrame({c: pd.Series([], dtype="object" if t == "string" else t)
-                                 for c, t in BOX_COLUMNS.items()})
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """<root>/gt (extracted split), <root>/rollouts/{good,degrading}, <root>/recon."""
@@ -46,7 +39,7 @@ def data(tmp_path_factory):
     rng = np.random.default_rng(7)
     for i, name in enumerate(names):
         gt = _gt_frames(i)
-        write_scene(root / "gt", name, {"fps": 12.0}, {"frames": gt, "hdmap": gt, "boxmap": gt}, *_tables())
+        write_scene(root / "gt", name, {"fps": 12.0}, {"frames": gt, "hdmap": gt, "boxmap": gt}, *empty_scene_tables(T))
         # degrading: noise grows with time (the drift the segment tables must show)
         noise_std = {"good": np.full(T, 2.0), "degrading": 100.0 * (np.arange(T) / T) ** 2}
         for variant, std in noise_std.items():

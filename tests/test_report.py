@@ -10,20 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import empty_scene_tables
 from stage import config as config_mod
-from stage.data.scene_format import BOX_COLUMNS, FRAME_COLUMNS, write_index, write_scene
+from stage.data.scene_format import write_index, write_scene
 from stage.evaluate.evaluate import evaluate
 from stage.report.build import build_report, make_figures
 
 T, H, W = 64, 32, 48
 VARIANTS = ("full", "no_htft", "stage1_only")
-
-
-def _tables(n):
-    frames = pd.DataFrame({c: ([""] * n if t == "string" else np.zeros(n)) for c, t in FRAME_COLUMNS.items()})
-    frames["frame_index"] = np.arange(n)
-    return frames, pd.DataFrame({c: pd.Series([], dtype="object" if t == "string" else t)
-                                 for c, t in BOX_COLUMNS.items()})
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +29,7 @@ def results(tmp_path_factory):
     gt = np.clip(rng.normal(120, 40, (T, H, W, 3)).cumsum(0) / np.sqrt(np.arange(1, T + 1))[:, None, None, None],
                  0, 255).astype(np.uint8)
     write_scene(root / "extracted" / "long", scene, {"fps": 12.0}, {"frames": gt, "hdmap": gt, "boxmap": gt},
-                *_tables(T))
+                *empty_scene_tables(T))
     write_index(root / "extracted" / "long", [scene], {})
     for k, variant in enumerate(VARIANTS):
         out = root / "rollouts" / variant / scene
