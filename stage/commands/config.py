@@ -1,12 +1,11 @@
 """`stage config`: print the effective, validated config (defaults filled), or write the default file."""
 
-import os
 import sys
-from pathlib import Path
 
 import yaml
 
 from stage import config as config_mod
+from stage.atomic import write_text
 
 NAME = "config"
 HELP = "Print the effective configuration (config files merged, defaults filled, validated)"
@@ -26,10 +25,8 @@ def add_arguments(parser):
 
 def run(args, config):
     if args.write_defaults:
-        path = Path(args.write_defaults)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(DEFAULTS_HEADER + yaml.safe_dump(config_mod.default(), sort_keys=False, width=110))
-        os.replace(tmp, path)
+        path = write_text(args.write_defaults,
+                          DEFAULTS_HEADER + yaml.safe_dump(config_mod.default(), sort_keys=False, width=110))
         print(f"wrote {path}")
         return
     out = config[args.section] if args.section else config

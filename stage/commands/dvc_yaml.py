@@ -1,9 +1,9 @@
 """`stage dvc-yaml`: write (or check) dvc.yaml from the Snakefile's DAG."""
 
 import difflib
-import os
 from pathlib import Path
 
+from stage.atomic import write_text
 from stage.dvc_export import generate
 from stage.errors import StageError
 
@@ -28,7 +28,5 @@ def run(args, config):
             raise StageError(f"{target} is out of date with the Snakefile; run `stage dvc-yaml`.\n{diff}")
         print(f"{target} is up to date")
         return 0
-    tmp = target.with_name(".dvc.yaml.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, target)
+    write_text(target, text)
     print(f"wrote {target}")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from stage.atomic import write_text
 from stage.errors import StageError
 
 FORMAT_VERSION = 2  # 2: bbox_* columns
@@ -219,7 +220,5 @@ def write_scene(split_dir: Path, name: str, meta: dict, arrays: dict[str, np.nda
 
 def write_index(split_dir: Path, scenes: list[str], info: dict) -> None:
     """The split's completeness marker, written last (temporary name, then rename)."""
-    split_dir = Path(split_dir)
-    tmp = split_dir / ".index.json.tmp"
-    tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, "scenes": scenes, **info}, indent=2, sort_keys=True))
-    os.replace(tmp, split_dir / "index.json")
+    write_text(Path(split_dir) / "index.json",
+               json.dumps({"format_version": FORMAT_VERSION, "scenes": scenes, **info}, indent=2, sort_keys=True))

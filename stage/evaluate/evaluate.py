@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from stage.atomic import write_text
 from stage.config import section_hash
 from stage.data.scene_format import open_split
 from stage.errors import StageError
@@ -48,12 +48,6 @@ def _device_name(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class _Evaluation:
@@ -381,13 +375,13 @@ def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions
         "notes": ev.notes,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    _write_atomic(Path(metrics_path) if metrics_path else out_dir / "metrics.json",
+    write_text(Path(metrics_path) if metrics_path else out_dir / "metrics.json",
                   json.dumps(result, indent=1, default=_json_default))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=SEGMENT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(ev.segment_rows)
-    _write_atomic(out_dir / "segments.csv", buf.getvalue())
+    write_text(out_dir / "segments.csv", buf.getvalue())
     return result
 
 

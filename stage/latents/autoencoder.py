@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
+from stage.atomic import replace_dir
 from stage.errors import StageError
 
 META_FILE = "stage_autoencoder.json"
@@ -122,13 +123,7 @@ def save_embedded(model: AutoencoderKL, scale: float, out_dir: str | Path, info:
     digest = _hash_files(_weight_files(tmp), extra=f"scale={float(scale)!r}")
     (tmp / META_FILE).write_text(json.dumps({"latent_scale": float(scale), "hash": digest, **(info or {})},
                                             indent=2, sort_keys=True))
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+    replace_dir(tmp, out_dir)
     return digest
 
 

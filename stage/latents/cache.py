@@ -29,6 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from stage.atomic import write_text
 from stage.config import section_hash
 from stage.data.scene_format import ExtractedScene, open_split
 from stage.errors import StageError
@@ -64,9 +65,7 @@ def conditions_key(cond_cfg: dict) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def read_manifest(cache_dir: str | Path) -> dict | None:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from stage.atomic import write_text
+
 
 class FrameFile:
     """frames.npy of (T, H, W, 3) uint8, filled frame by frame."""
@@ -45,10 +47,7 @@ class FrameFile:
 
 
 def write_json(path: Path, data) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1))
 
 
 def run_lengths(labels: list[str]) -> list[list]:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from stage import config as config_mod
+from stage.atomic import write_text
 from stage.errors import StageError
 from stage.latents.cache import LatentCache
 from stage.latents.conditions import build_condition_encoder, check_condition_config
@@ -292,7 +293,4 @@ class Trainer:
             "weights": str(self.out / "model.safetensors"),
             **self.runner.metrics(),
         }
-        tmp = self.metrics_path.with_name(f".{self.metrics_path.name}.tmp")
-        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(metrics, indent=2))
-        os.replace(tmp, self.metrics_path)
+        write_text(self.metrics_path, json.dumps(metrics, indent=2))

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from stage import config as config_mod
+from stage.atomic import replace_dir
 from stage.data.synth.camera import pose_matrix
 from stage.data.synth.map_expansion import write_map
 from stage.data.synth.nuscenes_tables import NuScenesTables
@@ -108,11 +109,7 @@ def generate(config: dict, out_dir, progress: Callable[[int, int], None] | None 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     # Swap into place only now: an interrupted run leaves no complete-looking dataset at out_dir.
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out_dir)
     return summary
 
 
