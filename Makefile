@@ -1,12 +1,15 @@
-# Two commands for a new user: `make report` and `make test`. Both create .venv if missing and install
-# the pinned set (requirements.lock) first.
+# Commands for a new user: `make report` and `make test`; `make pull` in a clone whose results were pushed
+# to a DVC remote. All create .venv if missing and install the pinned set (requirements.lock) first.
+# SNAKEMAKE_ARGS passes more options, e.g. SNAKEMAKE_ARGS="--configfile my.yaml".
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: report test install lock clean-results
+SNAKEMAKE := PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake
+
+.PHONY: report pull test install lock clean-results
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +23,17 @@ install: $(STAMP)
 # The Snakefile's default target is results/report.pdf once the chain reaches it; until then it is the
 # furthest output that exists (see rule `all`).
 report: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES)
+	$(SNAKEMAKE) --cores $(CORES) $(SNAKEMAKE_ARGS)
+
+# Data, checkpoints and results from the DVC remote (.dvc/config) instead of recomputing them. DVC writes
+# every file with a new modification time, which Snakemake would read as "inputs changed, rerun all";
+# --touch marks the pulled outputs up to date, in the DAG's order, without running anything.
+pull: $(STAMP)
+	$(BIN)/dvc pull
+	$(SNAKEMAKE) --cores $(CORES) --touch $(SNAKEMAKE_ARGS)
 
 test: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest $(PYTEST_ARGS)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Re-resolve the pins from pyproject.toml's ranges (needs the package registry).
 lock:

@@ -34,7 +34,10 @@ def snakemake_jobs(snakefile: str | Path = "Snakefile", overlays=()) -> list[dic
     snakefile = Path(snakefile).resolve()
     sections = set(config_mod.load_schema()["properties"])
     with contextlib.redirect_stderr(io.StringIO()), SnakemakeApi(OutputSettings()) as api:
-        wf = api.workflow(resource_settings=ResourceSettings(cores=1),
+        # Enough cores that no rule's threads are scaled down: DVC then runs every command with the threads
+        # Snakemake gives it on a machine with enough cores, and the two produce the same bits (thread count
+        # changes floating-point reduction order, and so the numbers).
+        wf = api.workflow(resource_settings=ResourceSettings(cores=64),
                           config_settings=ConfigSettings(configfiles=[Path(f) for f in overlays]),
                           storage_settings=StorageSettings(), snakefile=snakefile, workdir=snakefile.parent)
         wf.dag(dag_settings=DAGSettings(forceall=True))
@@ -62,33 +65,42 @@ def stage_name(job: dict) -> str:
     return "-".join([job["rule"], *(str(v) for v in job["wildcards"].values())])
 
 
-def render(jobs: list[dict], params_file: str = "config/config.yaml") -> str:
+def render(jobs: list[dict], params_files: dict[str, set[str]]) -> str:
+    """dvc.yaml text; `params_files` maps each config file to the sections it sets (later files win, as in
+    Snakemake), so a stage's params name every file that can change its command's outcome."""
     stages = {}
     for job in jobs:
         st: dict = {"cmd": job["cmd"]}
         if job["deps"]:
             st["deps"] = job["deps"]
-        if job["params"]:
-            st["params"] = [{params_file: job["params"]}]
+        params = [{f: [p for p in job["params"] if p in sections]} for f, sections in params_files.items()]
+        if params := [entry for entry in params if next(iter(entry.values()))]:
+            st["params"] = params
         metrics = [o for o in job["outs"] if o.endswith(METRICS_SUFFIX)]
         plots = [o for o in job["outs"] if o.endswith(PLOTS_SUFFIX)]
         outs = [o for o in job["outs"] if o not in metrics and o not in plots]
         if outs:
             st["outs"] = outs
+        # Cached like every output (results/ is not in git): `dvc pull` brings them with the rest.
         if metrics:
-            st["metrics"] = [{m: {"cache": False}} for m in metrics]
+            st["metrics"] = metrics
         if plots:
-            st["plots"] = [{p: {"cache": False}} for p in plots]
+            st["plots"] = plots
         stages[stage_name(job)] = st
     return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=120)
 
 
-def generate(repo: str | Path = ".") -> str:
-    """dvc.yaml text for the committed default config (the Snakefile's configfile)."""
+def generate(repo: str | Path = ".", overlays: list[str] = ()) -> str:
+    """dvc.yaml text for the committed default config (the Snakefile's configfile) plus `overlays`, config
+    files given as paths relative to `repo` (as Snakemake's --configfile)."""
     repo = Path(repo)
     cwd = os.getcwd()
     try:
         os.chdir(repo)  # Snakemake resolves relative paths against the working directory
-        return render(snakemake_jobs("Snakefile"), "config/config.yaml")
+        files = {"config/config.yaml": set(config_mod.load_schema()["properties"])}
+        for overlay in overlays:
+            raw = yaml.safe_load(Path(overlay).read_text()) or {}
+            files[str(overlay)] = set(raw)
+        return render(snakemake_jobs("Snakefile", overlays), files)
     finally:
         os.chdir(cwd)

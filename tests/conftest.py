@@ -1,11 +1,16 @@
 """Shared pytest fixtures."""
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 
 # The tiny synthetic world: 2 train scenes of 3 s and 1 long scene of 4 s at 200x113 (seed 0).
 SYNTH_SMALL_CONFIG = {"synth": {"seed": 0, "n_train_scenes": 2, "train_scene_seconds": 3.0, "n_long_scenes": 1,
@@ -41,10 +46,41 @@ def copy_workflow(tmp_path: Path) -> Path:
     """The workflow's files (not results/ or .snakemake/) copied to a fresh folder to run Snakemake in."""
     work = tmp_path / "wf"
     work.mkdir()
-    for item in ("Snakefile", "workflow", "config", "profiles", ".test"):
+    for item in ("Snakefile", "workflow", "config", "profiles", ".test", "Makefile", ".gitignore", ".dvc", ".dvcignore"):
         src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+        if item == ".dvc":  # the committed DVC files only, not a local cache or tmp
+            shutil.copytree(src, work / item, ignore=lambda d, names: [n for n in names if n not in
+                                                                        ("config", ".gitignore")])
+        else:
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
     return work
+
+
+def tool_env() -> dict:
+    """The environment with this interpreter's bin/ (snakemake, dvc, stage) first on PATH."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
+def run_snakemake(work: Path, *args, check=True) -> subprocess.CompletedProcess:
+    """`snakemake --cores 2` with the tiny CI config in `work` (what users type, plus .test/config.yaml)."""
+    return subprocess.run([str(BIN / "snakemake"), "--cores", "2", "--configfile", ".test/config.yaml", *args],
+                          cwd=work, env=tool_env(), capture_output=True, text=True, check=check)
+
+
+@pytest.fixture(scope="session")
+def tiny_chain(tmp_path_factory) -> Path:
+    """A workflow copy in which Snakemake ran the tiny config through every rule to results/report.pdf,
+    uninterrupted: the reference that interrupted and DVC-driven runs must reproduce."""
+    work = copy_workflow(tmp_path_factory.mktemp("tiny-chain"))
+    run = run_snakemake(work, check=False)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return work
+
+
+def metric_values(results: Path) -> dict[tuple[str, str], float]:
+    """{(row, metric family): value} of a results folder's metrics.json: the report's numbers."""
+    rows = json.loads((results / "metrics.json").read_text())["rows"]
+    return {(row, name): m["value"] for row, entry in rows.items() for name, m in entry.get("metrics", {}).items()}
 
 
 def empty_scene_tables(n_frames: int):

@@ -1,8 +1,9 @@
 """The pipeline through a real SLURM cluster: sbatch, slurmctld/slurmd, and sacct from slurmdbd + MariaDB.
 
 tests/slurm/start_cluster.sh starts a single-node cluster on this machine (root, Debian packages
-munge slurmctld slurmd slurmdbd slurm-client mariadb-server, which .ci/run installs); the workflow then
-runs with `--profile workflow/profiles/slurm-local`, and sacct must list one COMPLETED job per rule.
+munge slurmctld slurmd slurmdbd slurm-client mariadb-server, which .ci/run installs); the whole tiny
+workflow (.test/config.yaml) then runs up to results/report.pdf with `--profile workflow/profiles/slurm-local`,
+and sacct must list one COMPLETED job for every job snakemake planned.
 """
 
 import datetime
@@ -11,6 +12,8 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -22,24 +25,50 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SLURM_DIR = REPO / "tests" / "slurm"
 PACKAGES = "munge slurmctld slurmd slurmdbd slurm-client mariadb-server"
+LOCAL_PROFILE = "workflow/profiles/slurm-local"
 
 
 def _env():
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
 
+def job_stats(log: str) -> Counter:
+    """{rule: number of jobs} from the "Job stats" table a snakemake run or dry run prints: its plan."""
+    table = re.search(r"^Job stats:\n.*\n-+ +-+\n((?:\S+ +\d+\n)+)total +(\d+)$", log, re.MULTILINE)
+    assert table, f"no Job stats table in the snakemake log:\n{log[-3000:]}"
+    counts = Counter({rule: int(n) for rule, n in (row.split() for row in table.group(1).splitlines())})
+    assert counts.total() == int(table.group(2))
+    return counts
+
+
+def submitted_jobs(log: str) -> dict[str, str]:
+    """{SLURM job id: job comment} of the jobs a run submitted, from its lines "Job 7 has been submitted with
+    SLURM jobid 22 (log: .../.snakemake/slurm_logs/rule_extract/train/22.log)". The plugin (2.6.1) names the
+    log folder and the comment after the same rule and wildcards: rule_<rule>[_wildcards_<values>]."""
+    line = r"has been submitted with SLURM jobid (\d+) \(log: .*/\.snakemake/slurm_logs/(rule_\w+)/(?:(.+)/)?\1\.log\)"
+    return {job_id: f"{rule_dir}_wildcards_{wildcards}" if wildcards else rule_dir
+            for job_id, rule_dir, wildcards in re.findall(line, log)}
+
+
 def test_cluster_profile_is_accepted_by_snakemake(tmp_path):
-    """The site profile parses, its keys are options snakemake/the plugin know, and set-resources for rules
-    that do not exist yet (train_stage*, rollout) is accepted. A dry run: no cluster needed."""
+    """The site profile parses and its keys are options snakemake/the plugin know; both profiles' set-resources
+    name only rules the workflow has (snakemake silently ignores others: a renamed rule would lose its GPUs),
+    and the test profile caps every rule's memory. A dry run: no cluster needed."""
     work = copy_workflow(tmp_path)
     run = subprocess.run([str(BIN / "snakemake"), "-n", "--profile", "workflow/profiles/slurm",
                           "--configfile", ".test/config.yaml"], cwd=work, env=_env(), capture_output=True,
                          text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "slurm_partition=CHANGE_ME_partition" in run.stdout + run.stderr
+    # A dry run does not say which rules run inside snakemake rather than as jobs: `all` (no command).
+    rules = set(job_stats(run.stdout + run.stderr)) - {"all"}
     profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
     assert profile["executor"] == "slurm"
-    assert {"train_stage1", "train_stage2", "train_stage3", "rollout"} <= set(profile["set-resources"])
+    assert {"train_stage1", "train_stage2", "train_stage3", "rollout"} <= set(profile["set-resources"]) <= rules
+    local = yaml.safe_load((REPO / LOCAL_PROFILE / "config.yaml").read_text())
+    assert set(local["set-resources"]) == rules, "slurm-local: give every rule (and only those) a mem_mb cap"
+    assert all("mem_mb" in res for res in local["set-resources"].values())
+    assert set(local.get("set-threads", {})) <= rules
 
 
 @pytest.fixture(scope="module")
@@ -71,40 +100,58 @@ def slurm_cluster():
             assert stop.returncode == 0, stop.stderr
 
 
-# The data chain (synth -> extract train/long -> contact sheet) as explicit targets: it exercises sbatch,
-# dependencies between SLURM jobs, wildcards and sacct polling, and stays ~1.5 min while later (training)
-# rules join the default target.
-DATA_TARGETS = ["results/extracted/long", "results/figures/contact_sheet.png"]
-
-
 @pytest.mark.slow
-def test_snakemake_runs_the_data_chain_as_slurm_jobs(tmp_path, slurm_cluster):
+def test_snakemake_runs_the_workflow_as_slurm_jobs(tmp_path, slurm_cluster):
+    """The default target (results/report.pdf) of the tiny config: every rule's jobs go through sbatch,
+    with the dependencies between them, wildcards, and sacct polling."""
+    # A job asking for more memory than the node has would pend until the timeout: fail now instead.
+    node_mb = int(subprocess.run(["sinfo", "-h", "-o", "%m"], capture_output=True, text=True,
+                                 check=True).stdout.split()[0].rstrip("+"))
+    profile = yaml.safe_load((REPO / LOCAL_PROFILE / "config.yaml").read_text())
+    assert max(res["mem_mb"] for res in profile["set-resources"].values()) <= node_mb, \
+        f"the test node has {node_mb} MB: lower the mem_mb caps in {LOCAL_PROFILE}"
+
     work = copy_workflow(tmp_path)
-    # Targets before --configfile, which takes several values.
-    run = subprocess.run([str(BIN / "snakemake"), *DATA_TARGETS, "--profile", "workflow/profiles/slurm-local",
-                          "--configfile", ".test/config.yaml"], cwd=work, env=_env(),
-                         capture_output=True, text=True, timeout=300)
+    started = time.monotonic()
+    # About 6 min on a busy 2-CPU machine: ~20 jobs, each 10-25 s plus 5 s the plugin waits before every
+    # sbatch and up to ~20 s until its next poll sees the job done.
+    run = subprocess.run([str(BIN / "snakemake"), "--profile", LOCAL_PROFILE, "--configfile", ".test/config.yaml"],
+                         cwd=work, env=_env(), capture_output=True, text=True, timeout=1200)
+    print(f"snakemake with the SLURM executor: {time.monotonic() - started:.0f} s")
     log = run.stdout + run.stderr
     if run.returncode != 0:  # show the failed jobs' sbatch output too
         for job_log in sorted((work / ".snakemake/slurm_logs").rglob("*.log")):
             log += f"\n--- {job_log.relative_to(work)}:\n" + job_log.read_text()[-3000:]
     assert run.returncode == 0, log[-12000:]
-    index = yaml.safe_load((work / "results/extracted/train/index.json").read_text())
-    assert len(index["scenes"]) == 2
+    assert (work / "results/report.pdf").read_bytes()[:5] == b"%PDF-"
     assert (work / "results/figures/contact_sheet.png").stat().st_size > 0
 
-    # The plugin names every job of a run by the run's uuid and puts the rule (and wildcards) in the
-    # job comment (AccountingStoreFlags=job_comment keeps it in slurmdbd).
+    # Snakemake's plan (Job stats) less the rules it ran itself (`localrule all:`) is what it had to
+    # submit; each planned job went to sbatch exactly once.
+    local = set(re.findall(r"^localrule (\w+):$", log, re.MULTILINE))
+    planned = Counter({rule: n for rule, n in job_stats(log).items() if rule not in local})
+    submitted = submitted_jobs(log)
+    assert Counter(c.removeprefix("rule_").split("_wildcards_")[0] for c in submitted.values()) == planned, \
+        (planned, submitted)
+    assert len(set(submitted.values())) == len(submitted), submitted
+    assert {"report", "train_stage3", "rollout"} <= set(planned), planned
+
+    # The plugin names every job of a run by the run's uuid and puts the rule (and wildcards) in the job
+    # comment (AccountingStoreFlags=job_comment keeps it in slurmdbd): sacct must list exactly the
+    # submitted jobs, COMPLETED, under the test account and partition.
     run_id = re.search(r"SLURM run ID: (\S+)", log).group(1)
     since = f"{datetime.datetime.now() - datetime.timedelta(days=1):%Y-%m-%dT%H:%M}"
     sacct = subprocess.run(["sacct", "-X", "-P", "-n", "--starttime", since, "--name", run_id,
-                            "--format=JobID,Comment,Account,Partition,State"],
+                            "--format=JobID,Comment,Account,Partition,State,AllocCPUS,ReqMem,Elapsed"],
                            capture_output=True, text=True, check=True).stdout
-    rows = [line.split("|") for line in sacct.splitlines() if line.strip()]
     print(sacct)
-    by_rule = {comment: (account, partition, state) for _, comment, account, partition, state in rows}
-    assert set(by_rule) == {"rule_synth", "rule_extract_wildcards_train", "rule_extract_wildcards_long",
-                            "rule_contact_sheet"}, sacct
-    assert all(v == ("stage-ci", "debug", "COMPLETED") for v in by_rule.values()), sacct
+    rows = [line.split("|") for line in sacct.splitlines() if line.strip()]
+    assert {row[0]: row[1] for row in rows} == submitted, sacct
+    assert all(row[2:5] == ["stage-ci", "debug", "COMPLETED"] for row in rows), sacct
     # sbatch wrote each job's output (kept by slurm-keep-successful-logs in the test profile).
-    assert list((work / ".snakemake/slurm_logs/rule_synth").glob("*.log"))
+    assert list((work / ".snakemake/slurm_logs/rule_report").glob("*.log"))
+    # Peak memory of each command (snakemake benchmark), to size the slurm-local memory caps.
+    for bench in sorted((work / "results/benchmarks").rglob("*.tsv")):
+        row = dict(zip(*(line.split("\t") for line in bench.read_text().splitlines()[:2])))
+        print(f"{bench.relative_to(work / 'results/benchmarks')}: {float(row['s']):.0f} s, "
+              f"max_rss {row['max_rss']} MB")

@@ -111,3 +111,25 @@ def test_resume_without_a_checkpoint_starts_fresh_and_a_finished_run_is_a_no_op(
     _assert_same_weights(before, out)
     assert read_metadata(before / "model.safetensors") == read_metadata(out / "model.safetensors")
     assert len(list(csv.DictReader(open(out / "loss.csv")))) == 10
+
+
+def test_resume_after_a_settings_change_starts_over(setup, capsys):
+    """Snakemake reruns training with --resume when a param changes: the old run's checkpoints must not be
+    continued (they would hand back the old weights), while a changed thread count still resumes."""
+    root, cache, _ = setup
+    out = root / "changed"
+    assert Trainer(CFG, 1, None, cache, out, resume=True, progress=False).run() == 0
+    old = load_file(str(out / "model.safetensors"))
+
+    threads = config.validate({**RESUME_CONFIG, "train": {**RESUME_CONFIG["train"], "threads": 2}})
+    trainer = Trainer(threads, 1, None, cache, out, resume=True, progress=False)
+    assert trainer.run() == 0 and trainer.resumed_from == 10
+
+    stage1 = {**RESUME_CONFIG["train"]["stage1"], "lr": CFG["train"]["stage1"]["lr"] * 2}
+    changed = config.validate({**RESUME_CONFIG, "train": {**RESUME_CONFIG["train"], "stage1": stage1}})
+    trainer = Trainer(changed, 1, None, cache, out, resume=True, progress=False)
+    assert trainer.run() == 0
+    assert trainer.resumed_from is None and "starting over" in capsys.readouterr().out
+    new = load_file(str(out / "model.safetensors"))
+    assert any(not torch.equal(old[k], new[k]) for k in old)
+    assert len(list(csv.DictReader(open(out / "loss.csv")))) == 10

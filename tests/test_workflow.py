@@ -1,7 +1,5 @@
 """The pipeline as users run it: Snakemake over the real `stage` CLI, the generated dvc.yaml, the config."""
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,13 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_workflow
+from conftest import copy_workflow, run_snakemake
 from stage import config as config_mod
 from stage.dvc_export import generate
 from stage.errors import StageError
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 def test_dvc_yaml_is_generated_from_the_snakefile():
@@ -38,7 +35,7 @@ def test_paper_config_is_valid_and_names_what_to_set(tmp_path):
     assert (cfg["extract"]["height"], cfg["extract"]["width"]) == (448, 768)
     assert cfg["model"]["unet"]["block_out_channels"] == [320, 640, 1280, 1280]
     work = copy_workflow(tmp_path)
-    run = _snakemake(work, "-n", "--configfile", "config/paper.yaml", check=False)
+    run = run_snakemake(work, "-n", "--configfile", "config/paper.yaml", check=False)
     assert run.returncode != 0 and "dataset.dataroot is not set" in run.stdout + run.stderr
 
 
@@ -73,12 +70,6 @@ def test_cli_lists_commands_without_importing_them():
         assert name in help_text
 
 
-def _snakemake(work: Path, *args, check=True):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run([str(BIN / "snakemake"), "--cores", "2", "--configfile", ".test/config.yaml", *args],
-                          cwd=work, env=env, capture_output=True, text=True, check=check)
-
-
 def _planned_jobs(dry_run_output: str) -> dict[str, int]:
     """{rule: count} from the job-stats table of `snakemake -n`."""
     table = dry_run_output.split("Job stats:")[1].split("total")[0]
@@ -86,12 +77,10 @@ def _planned_jobs(dry_run_output: str) -> dict[str, int]:
             if len(parts := line.split()) == 2 and parts[1].isdigit()}
 
 
-def test_snakemake_runs_the_whole_chain_then_reruns_only_what_changed(tmp_path):
+def test_snakemake_runs_the_whole_chain_then_reruns_only_what_changed(tiny_chain):
     """The tiny config through every rule to report.pdf; a second run has nothing to do; a changed
     evaluation parameter reruns evaluation, figures and report only."""
-    work = copy_workflow(tmp_path)
-    run = _snakemake(work, check=False)
-    assert run.returncode == 0, run.stderr[-4000:]
+    work = tiny_chain
     index = yaml.safe_load((work / "results/extracted/train/index.json").read_text())
     assert len(index["scenes"]) == 2 and index["height"] == 64
     assert "extract train" in (work / "results/logs/extract/train.log").read_text()
@@ -103,31 +92,24 @@ def test_snakemake_runs_the_whole_chain_then_reruns_only_what_changed(tmp_path):
     assert frames.shape == (60, 64, 128, 3)  # past the 49 recorded frames, the forecaster continued
     assert (work / "results/report.pdf").read_bytes().startswith(b"%PDF")
 
-    again = _snakemake(work, "-n")
+    again = run_snakemake(work, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
-    html = _snakemake(work, "--report", "results/workflow.html", check=False)
+    html = run_snakemake(work, "--report", "results/workflow.html", check=False)
     assert html.returncode == 0, html.stderr[-2000:]
     assert "train_stage1" in (work / "results/workflow.html").read_text(errors="replace")
 
     overlay = work / ".test/config.yaml"
-    overlay.write_text(overlay.read_text().replace("segment_length: 20", "segment_length: 10"))
-    changed = _snakemake(work, "-n")
+    original = overlay.read_text()
+    try:  # the chain is shared with other tests: only a dry run, and the file is put back
+        overlay.write_text(original.replace("segment_length: 20", "segment_length: 10"))
+        changed = run_snakemake(work, "-n")
+    finally:
+        overlay.write_text(original)
     assert _planned_jobs(changed.stdout + changed.stderr) == {"evaluate": 1, "figures": 1, "report": 1, "all": 1}
 
 
 def test_snakemake_refuses_command_line_config_overrides(tmp_path):
     work = copy_workflow(tmp_path)
-    run = _snakemake(work, "-n", "--config", "results_dir=elsewhere", check=False)
+    run = run_snakemake(work, "-n", "--config", "results_dir=elsewhere", check=False)
     assert run.returncode != 0
     assert "--configfile" in run.stdout + run.stderr
-
-
-def test_dvc_reads_the_generated_pipeline(tmp_path):
-    work = copy_workflow(tmp_path)
-    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
-        subprocess.run(cmd, cwd=work, env=env, check=True, capture_output=True)
-    dag = subprocess.run([str(BIN / "dvc"), "dag", "--dot"], cwd=work, env=env, capture_output=True, text=True)
-    assert dag.returncode == 0, dag.stderr
-    assert '"synth" -> "extract-train"' in dag.stdout and '"extract-train" -> "contact_sheet"' in dag.stdout

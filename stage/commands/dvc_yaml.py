@@ -14,11 +14,18 @@ HELP = "Generate dvc.yaml from the Snakefile (one DAG, two tools); --check fails
 def add_arguments(parser):
     parser.add_argument("--repo", default=".", help="repository root holding the Snakefile")
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 if dvc.yaml differs")
+    parser.add_argument("--configfile", action="append", default=[], metavar="YAML",
+                        help="a config overlay, relative to --repo, as with snakemake --configfile (repeatable); "
+                             "the committed dvc.yaml has none")
 
 
 def run(args, config):
-    # The DVC file describes the committed default config; config overlays are a Snakemake matter.
-    text = generate(args.repo)
+    # The committed dvc.yaml describes the default config; --configfile writes one for an overlay (tests
+    # use the tiny CI config) with the overlay's sections as params too.
+    for overlay in args.configfile:
+        if not (Path(args.repo) / overlay).is_file():
+            raise StageError(f"--configfile {overlay}: no such file under {args.repo}")
+    text = generate(args.repo, args.configfile)
     target = Path(args.repo) / "dvc.yaml"
     if args.check:
         current = target.read_text() if target.is_file() else ""

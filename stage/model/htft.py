@@ -53,8 +53,10 @@ class HTFTFusion(nn.Module):
             query, mem = tokens[:b], tokens[b:].reshape(b, k, h * w, c).transpose(1, 2)
         else:
             query, mem = self._tokens(f), memory.flatten(3).permute(0, 3, 1, 2)        # mem (B, H*W, K, C)
-        query = query.reshape(b * h * w, 1, c)                                         # one sequence per pixel
-        hidden = self.attn(query, encoder_hidden_states=mem.reshape(b * h * w, k, c))  # (B*H*W, 1, C)
+        # contiguous: Linear on a strided 3-D view falls back to one small matmul per pixel on CPU (~4x slower)
+        query = query.reshape(b * h * w, 1, c).contiguous()                            # one sequence per pixel
+        mem = mem.reshape(b * h * w, k, c).contiguous()
+        hidden = self.attn(query, encoder_hidden_states=mem)                           # (B*H*W, 1, C)
         delta = self.proj_out(hidden).reshape(b, h, w, c).permute(0, 3, 1, 2)
         return f + delta
 

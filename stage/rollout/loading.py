@@ -9,13 +9,13 @@ with the config keys that differ.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
+from stage.digest import file_digest
 from stage.errors import StageError
 
 
@@ -30,15 +30,6 @@ def checkpoint_files(path: str | Path) -> tuple[Path, Path]:
         raise StageError(f"{cond} is missing: a rollout needs the condition encoders trained with the model "
                          "(`stage train` writes both files into its --out folder)")
     return model, cond
-
-
-def file_hash(*paths: Path) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def _metadata(path: Path) -> tuple[dict, dict[str, list[int]]]:
@@ -129,6 +120,6 @@ def load_for_rollout(path: str | Path, config: dict, device="cpu"):
         conditions.load_state_dict(load_file(str(cond_path), device=str(device)), strict=True)
     model.eval().requires_grad_(False)
     conditions.eval().requires_grad_(False)
-    info = {"path": str(model_path.parent), "sha256": file_hash(model_path, cond_path),
+    info = {"path": str(model_path.parent), "sha256": file_digest(model_path, cond_path),
             "htft": bool(model.htft_enabled), "train": {k: meta[k] for k in meta if k.startswith("train_")}}
     return model, conditions, info

@@ -27,6 +27,7 @@ from torch import nn
 
 from stage import config as config_mod
 from stage.atomic import write_text
+from stage.digest import file_digest
 from stage.errors import StageError
 from stage.latents.cache import LatentCache
 from stage.latents.conditions import build_condition_encoder, check_condition_config
@@ -37,6 +38,8 @@ from stage.train.data import step_generator
 from stage.train.optim import build_optimizer, lr_at, set_lr
 from stage.train.variants import check_runnable, model_config_for
 
+# Settings that may differ between a checkpoint and its resume: where and how fast a run goes, not what it learns.
+RESUMABLE_ACROSS = ("threads", "device", "keep_checkpoints")
 PREEMPTED = 143  # 128 + SIGTERM: the conventional status of a job stopped by SIGTERM (clusters requeue on it)
 CSV_FIELDS = ("step", "loss", "l2", "hf", "lr", "seconds")
 
@@ -151,21 +154,47 @@ class Trainer:
         """Accumulate gradients locally (stage 2/3 frames before a window's last one): one all-reduce per step."""
         return self.ddp.no_sync() if self.dist.enabled else contextlib.nullcontext()
 
+    def _identity(self) -> str:
+        """What the weights depend on: the config (less RESUMABLE_ACROSS), the cached training data and the
+        --init weights. Snakemake reruns a training job with --resume when a param changes; the checkpoints
+        of the old settings must then be dropped, not continued."""
+        manifest = self.cache.manifest
+        data = {k: manifest.get(k) for k in ("format_version", "dtype", "order", "scenes", "conditions")}
+        data["autoencoder"] = manifest["autoencoder"].get("hash")
+        init = None
+        if self.init is not None:
+            init_dir = Path(self.init)
+            init = file_digest(*(init_dir / n for n in ("model.safetensors", "conditions.safetensors")
+                                 if (init_dir / n).is_file()))
+        train = {k: v for k, v in self.train_cfg.items() if k not in RESUMABLE_ACROSS}
+        return config_mod.section_hash({"model": self.config["model"], "diffusion": self.config["diffusion"],
+                                        "conditions": self.config["conditions"], "train": train, "data": data,
+                                        "init": init})
+
     def _restore(self) -> int:
+        self.identity = self._identity()
+        last = ckpt.latest_checkpoint(self.ckpt_root) if self.resume else None
+        if last is not None:
+            state = json.loads((last / "state.json").read_text())
+            if state["stage"] != self.stage or state.get("variant") != self.variant:
+                raise StageError(f"{last} is a checkpoint of stage {state['stage']} variant {state.get('variant')}, "
+                                 f"not of stage {self.stage} variant {self.variant}; use another --out")
+            if state.get("identity") != self.identity:
+                if self.dist.is_main:
+                    print(f"not resuming from {last}: it was trained with other settings, data or --init weights; "
+                          "starting over")
+                last = None
+        distributed.barrier(self.dist)  # every rank has read the checkpoint's state before rank 0 deletes any
         if self.dist.is_main:
             ckpt.remove_stale_temporaries(self.ckpt_root)
-            if not self.resume:  # a fresh run: older checkpoints here must not be mistaken for this run's
+            if last is None:  # a fresh run: older checkpoints here must not be mistaken for this run's
                 for old in ckpt.list_checkpoints(self.ckpt_root):
                     shutil.rmtree(old)
         distributed.barrier(self.dist)
-        last = ckpt.latest_checkpoint(self.ckpt_root) if self.resume else None
         self.resumed_from = None
         if last is not None:
             state, extra = ckpt.load_training_checkpoint(last, self.model, self.conditions, self.optimizer,
                                                          self.dist.rank)
-            if state["stage"] != self.stage or state.get("variant") != self.variant:
-                raise StageError(f"{last} is a checkpoint of stage {state['stage']} variant {state.get('variant')}, "
-                                 f"not of stage {self.stage} variant {self.variant}; use another --out")
             if "rng" in extra:
                 torch.set_rng_state(extra["rng"])
             self.runner.load_state(state.get("runner", {}), extra)
@@ -183,7 +212,7 @@ class Trainer:
         if not all(bool(torch.isfinite(p).all()) for p in self.trainable):
             raise StageError(self._bad_message(step, "weights became non-finite"))
         state = {"stage": self.stage, "variant": self.variant, "train_seconds": self.train_seconds,
-                 "config_hash": config_mod.section_hash(self.config["train"]), "runner": self.runner.state()}
+                 "identity": self.identity, "runner": self.runner.state()}
         extra = {"rng": torch.get_rng_state(), **self.runner.state_tensors()}
         self.last_good = ckpt.save_training_checkpoint(
             self.ckpt_root, step, self.model, self.conditions, self.optimizer, state, extra, self.config,

@@ -22,6 +22,9 @@ if stage.config.load(CONFIG_FILES) != config:
         "snakemake --config key=value overrides are not supported: the stage commands read config files. "
         "Put the values in a YAML file and pass it with --configfile."
     )
+# Relative where they can be (Snakemake makes --configfile paths absolute): commands, and so dvc.yaml and
+# Snakemake's params trigger, must not depend on where the clone lives.
+CONFIG_FILES = [os.path.relpath(f) if not os.path.relpath(f).startswith("..") else str(f) for f in CONFIG_FILES]
 CONFIG_ARGS = " ".join(f"--config {shlex.quote(str(f))}" for f in CONFIG_FILES)
 ENV = "../envs/stage.yaml"
 
