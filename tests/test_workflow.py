@@ -113,3 +113,12 @@ def test_snakemake_refuses_command_line_config_overrides(tmp_path):
     run = run_snakemake(work, "-n", "--config", "results_dir=elsewhere", check=False)
     assert run.returncode != 0
     assert "--configfile" in run.stdout + run.stderr
+
+
+def test_gpu_counts_come_from_the_config_and_several_run_torchrun(tmp_path):
+    work = copy_workflow(tmp_path)
+    (work / "gpus.yaml").write_text("train: {gpus: 2}\nrollout: {gpus: 1}\n")
+    plan = run_snakemake(work, "-n", "-p", "--configfile", ".test/config.yaml", "gpus.yaml").stdout
+    jobs = {block.split(":", 1)[0].split()[-1]: block for block in plan.split("rule ")[1:]}
+    assert "gpu=2" in jobs["train_stage1"] and "torchrun --standalone --nproc_per_node 2 -m stage train" in plan
+    assert "gpu=1" in jobs["rollout"] and "gpu=" not in jobs["synth"]

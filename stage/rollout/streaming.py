@@ -76,7 +76,7 @@ def work_dir(out: Path) -> Path:
 
 def settings_hash(config: dict) -> str:
     """Hash of the settings that change the generated frames (not the presentation: strip, mp4)."""
-    roll = {k: v for k, v in config["rollout"].items() if k not in ("strip_frames", "mp4_fps", "frames", "device")}
+    roll = {k: v for k, v in config["rollout"].items() if k not in ("strip_frames", "mp4_fps", "frames", "device", "gpus")}
     return section_hash({"rollout": roll, "conditions": config["conditions"], "extract": config["extract"]})
 
 

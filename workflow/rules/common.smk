@@ -36,7 +36,7 @@ def stage_cmd(command):
 
 def distributed_cmd(command):
     """A param function: `stage <command>`, under torchrun with one process per GPU when the job is granted
-    several (resources gpu, e.g. from the SLURM profile); DDP picks nccl on GPUs, gloo on CPUs."""
+    several (resource gpu: train.gpus, 4 in config/paper.yaml); DDP picks nccl on GPUs, gloo on CPUs."""
 
     def cmd(wildcards, resources):
         gpus = int(getattr(resources, "gpu", 0) or 0)

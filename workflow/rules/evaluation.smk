@@ -18,7 +18,7 @@ rule reconstruct:
         logged("reconstruct")["benchmark"]
     conda:
         ENV
-    threads: 2
+    threads: 1  # runs beside 1-thread training: packs 2 cores better than 2 threads [measured]
     resources:
         mem_mb=4000,
         runtime=30,

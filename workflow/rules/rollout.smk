@@ -30,6 +30,7 @@ rule rollout:
     resources:
         mem_mb=4000,
         runtime=120,
+        gpu=config["rollout"]["gpus"],
     shell:
         "{params.cmd} --checkpoint {params.run} {params.ae_arg} --cache {input.cache} --data {input.data} "
         "--dataroot {params.dataroot} --scene {wildcards.scene} --variant {wildcards.variant} --out {output} "

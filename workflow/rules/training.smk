@@ -30,6 +30,7 @@ rule train_stage1:
     resources:
         mem_mb=8000,
         runtime=240,
+        gpu=config["train"]["gpus"],
     shell:
         "{params.cmd} --stage 1 --cache {input.cache} --out {params.run} --resume "
         "--metrics {output.metrics} --log {log} --threads {threads} && cp {params.run}/loss.csv {output.loss}"
@@ -63,6 +64,7 @@ rule train_stage2:
     resources:
         mem_mb=8000,
         runtime=240,
+        gpu=config["train"]["gpus"],
     shell:
         "{params.cmd} --stage 2 --variant {wildcards.variant} --cache {input.cache} --init {params.init} "
         "--out {params.run} --resume --metrics {output.metrics} --log {log} --threads {threads} "
@@ -97,6 +99,7 @@ rule train_stage3:
     resources:
         mem_mb=8000,
         runtime=240,
+        gpu=config["train"]["gpus"],
     shell:
         "{params.cmd} --stage 3 --variant {wildcards.variant} --cache {input.cache} --init {params.init} "
         "--out {params.run} --resume --metrics {output.metrics} --log {log} --threads {threads} "
