@@ -44,7 +44,8 @@ rule encode:
         logged("encode/{split}")["benchmark"]
     conda:
         ENV
-    threads: 1  # two 1-thread encodes (train, long) side by side beat two 2-thread ones in turn on 2 cores
+    threads: 2
+    priority: CRITICAL_PATH
     resources:
         mem_mb=8000,
         runtime=60,

@@ -27,6 +27,7 @@ rule train_stage1:
     conda:
         ENV
     threads: 1
+    priority: CRITICAL_PATH
     resources:
         mem_mb=8000,
         runtime=240,
@@ -61,6 +62,7 @@ rule train_stage2:
     conda:
         ENV
     threads: 1
+    priority: CRITICAL_PATH
     resources:
         mem_mb=8000,
         runtime=240,
@@ -96,6 +98,7 @@ rule train_stage3:
     conda:
         ENV
     threads: 1
+    priority: CRITICAL_PATH
     resources:
         mem_mb=8000,
         runtime=240,
