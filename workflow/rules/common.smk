@@ -55,11 +55,6 @@ if not SYNTHETIC and not DATA["dataroot"]:
 DATAROOT = f"{R}/world" if SYNTHETIC else DATA["dataroot"]
 
 
-# Encoding and training are the pipeline's critical path: given a free core, Snakemake starts them before
-# a rollout or reconstruction (those of finished variants fill the other core).
-CRITICAL_PATH = 10
-
-
 def logged(name):
     """log: and benchmark: paths of a rule (wildcards allowed in name)."""
     return {"log": f"{R}/logs/{name}.log", "benchmark": f"{R}/benchmarks/{name}.tsv"}

@@ -45,7 +45,6 @@ rule encode:
     conda:
         ENV
     threads: 2
-    priority: CRITICAL_PATH
     resources:
         mem_mb=8000,
         runtime=60,

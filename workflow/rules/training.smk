@@ -27,7 +27,6 @@ rule train_stage1:
     conda:
         ENV
     threads: 1
-    priority: CRITICAL_PATH
     resources:
         mem_mb=8000,
         runtime=240,
@@ -62,7 +61,6 @@ rule train_stage2:
     conda:
         ENV
     threads: 1
-    priority: CRITICAL_PATH
     resources:
         mem_mb=8000,
         runtime=240,
@@ -98,7 +96,6 @@ rule train_stage3:
     conda:
         ENV
     threads: 1
-    priority: CRITICAL_PATH
     resources:
         mem_mb=8000,
         runtime=240,
