@@ -2,9 +2,11 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,12 @@ def empty_scene_tables(n_frames: int):
     frames["frame_index"] = np.arange(n_frames)
     return frames, pd.DataFrame({c: pd.Series([], dtype="object" if t == "string" else t)
                                  for c, t in BOX_COLUMNS.items()})
+
+
+def job_stats(log: str) -> Counter:
+    """{rule: number of jobs} from the "Job stats" table a snakemake run or dry run prints: its plan."""
+    table = re.search(r"^Job stats:\n.*\n-+ +-+\n((?:\S+ +\d+\n)+)total +(\d+)$", log, re.MULTILINE)
+    assert table, f"no Job stats table in the snakemake log:\n{log[-3000:]}"
+    counts = Counter({rule: int(n) for rule, n in (row.split() for row in table.group(1).splitlines())})
+    assert counts.total() == int(table.group(2))
+    return counts

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,26 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_workflow
+from conftest import BIN, copy_workflow, job_stats, tool_env
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SLURM_DIR = REPO / "tests" / "slurm"
 PACKAGES = "munge slurmctld slurmd slurmdbd slurm-client mariadb-server"
 LOCAL_PROFILE = "workflow/profiles/slurm-local"
-
-
-def _env():
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-
-
-def job_stats(log: str) -> Counter:
-    """{rule: number of jobs} from the "Job stats" table a snakemake run or dry run prints: its plan."""
-    table = re.search(r"^Job stats:\n.*\n-+ +-+\n((?:\S+ +\d+\n)+)total +(\d+)$", log, re.MULTILINE)
-    assert table, f"no Job stats table in the snakemake log:\n{log[-3000:]}"
-    counts = Counter({rule: int(n) for rule, n in (row.split() for row in table.group(1).splitlines())})
-    assert counts.total() == int(table.group(2))
-    return counts
 
 
 def submitted_jobs(log: str) -> dict[str, str]:
@@ -56,7 +41,7 @@ def test_cluster_profile_is_accepted_by_snakemake(tmp_path):
     and the test profile caps every rule's memory. A dry run: no cluster needed."""
     work = copy_workflow(tmp_path)
     run = subprocess.run([str(BIN / "snakemake"), "-n", "--profile", "workflow/profiles/slurm",
-                          "--configfile", ".test/config.yaml"], cwd=work, env=_env(), capture_output=True,
+                          "--configfile", ".test/config.yaml"], cwd=work, env=tool_env(), capture_output=True,
                          text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "slurm_partition=CHANGE_ME_partition" in run.stdout + run.stderr
@@ -116,7 +101,7 @@ def test_snakemake_runs_the_workflow_as_slurm_jobs(tmp_path, slurm_cluster):
     # About 6 min on a busy 2-CPU machine: ~20 jobs, each 10-25 s plus 5 s the plugin waits before every
     # sbatch and up to ~20 s until its next poll sees the job done.
     run = subprocess.run([str(BIN / "snakemake"), "--profile", LOCAL_PROFILE, "--configfile", ".test/config.yaml"],
-                         cwd=work, env=_env(), capture_output=True, text=True, timeout=1200)
+                         cwd=work, env=tool_env(), capture_output=True, text=True, timeout=1200)
     print(f"snakemake with the SLURM executor: {time.monotonic() - started:.0f} s")
     log = run.stdout + run.stderr
     if run.returncode != 0:  # show the failed jobs' sbatch output too

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_workflow, run_snakemake
+from conftest import copy_workflow, job_stats, run_snakemake
 from stage import config as config_mod
 from stage.dvc_export import generate
 from stage.errors import StageError
@@ -70,13 +70,6 @@ def test_cli_lists_commands_without_importing_them():
         assert name in help_text
 
 
-def _planned_jobs(dry_run_output: str) -> dict[str, int]:
-    """{rule: count} from the job-stats table of `snakemake -n`."""
-    table = dry_run_output.split("Job stats:")[1].split("total")[0]
-    return {parts[0]: int(parts[1]) for line in table.splitlines()
-            if len(parts := line.split()) == 2 and parts[1].isdigit()}
-
-
 def test_snakemake_runs_the_whole_chain_then_reruns_only_what_changed(tiny_chain):
     """The tiny config through every rule to report.pdf; a second run has nothing to do; a changed
     evaluation parameter reruns evaluation, figures and report only."""
@@ -105,7 +98,7 @@ def test_snakemake_runs_the_whole_chain_then_reruns_only_what_changed(tiny_chain
         changed = run_snakemake(work, "-n")
     finally:
         overlay.write_text(original)
-    assert _planned_jobs(changed.stdout + changed.stderr) == {"evaluate": 1, "figures": 1, "report": 1, "all": 1}
+    assert job_stats(changed.stdout + changed.stderr) == {"evaluate": 1, "figures": 1, "report": 1, "all": 1}
 
 
 def test_snakemake_refuses_command_line_config_overrides(tmp_path):

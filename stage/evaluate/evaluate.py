@@ -376,7 +376,7 @@ def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions
         "seconds": round(time.perf_counter() - t0, 2),
     }
     write_text(Path(metrics_path) if metrics_path else out_dir / "metrics.json",
-                  json.dumps(result, indent=1, default=_json_default))
+               json.dumps(result, indent=1, default=_json_default))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=SEGMENT_COLUMNS, lineterminator="\n")
     writer.writeheader()

@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from stage.atomic import replace_dir
 from stage.config import section_hash
 from stage.errors import StageError
 from stage.latents.autoencoder import Codec, to_uint8
@@ -273,13 +274,5 @@ def _finish(work: Path, out: Path, latents, layouts: LayoutStream, n_frames: int
     outputs.write_json(work / "timings.json", summary)
     outputs.write_json(work / "meta.json", meta)  # last: a folder with meta.json is complete
     shutil.rmtree(work / "state", ignore_errors=True)
-    if out.exists():
-        old = out.parent / f".{out.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        work.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        work.rename(out)
+    replace_dir(work, out)  # work is out's sibling, so its parent exists
     return {"status": "done", "out": out, "meta": meta, "timings": summary}
