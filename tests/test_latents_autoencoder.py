@@ -83,7 +83,7 @@ def test_pretrained_loads_from_a_local_directory(tmp_path):
     """A diffusers-format VAE folder (here a random tiny one, in a vae/ subfolder) loads with its fixed scale."""
     from stage.latents.autoencoder import build_embedded
 
-    ae_cfg = config.validate({"autoencoder": TINY_AE})["autoencoder"]
+    ae_cfg = config.validate({"autoencoder": {**TINY_AE, "norm": "group"}})["autoencoder"]  # as SD's VAE
     build_embedded(ae_cfg).save_pretrained(tmp_path / "sd" / "vae", safe_serialization=True)
     cfg = config.validate({"autoencoder": {"source": "pretrained", "pretrained_path": str(tmp_path / "sd"),
                                            "pretrained_subfolder": "vae"}})["autoencoder"]
@@ -110,3 +110,48 @@ def test_training_improves_reconstruction_over_a_fresh_model(tmp_path):
     held = np.asarray(open_split(data)[-1].frames[:4])
     fresh_db = float(psnr(held, to_uint8(fresh.decode(fresh.encode(held)))).mean())
     assert metrics["psnr_heldout_db"] > fresh_db + 2.0, (metrics["psnr_heldout_db"], fresh_db)
+
+
+def test_norm_free_autoencoder_saves_and_loads_exactly(tmp_path):
+    """norm: none strips every GroupNorm; the folder records it, loads into the same function, and a folder
+    whose record disagrees with its weights is refused rather than loaded into fresh GroupNorms."""
+    from stage.latents.autoencoder import build_embedded, load_embedded, save_embedded
+
+    cfg = config.validate({"autoencoder": {**TINY_AE, "norm": "none"}})["autoencoder"]
+    torch.manual_seed(0)
+    model = build_embedded(cfg).eval()
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+    with torch.no_grad():
+        for p in model.parameters():  # the zero-initialised residual branches would hide a missing weight
+            p.add_(0.01 * torch.randn_like(p))
+    save_embedded(model, 0.5, tmp_path / "ae")
+    assert json.loads((tmp_path / "ae" / "stage_autoencoder.json").read_text())["norm"] == "none"
+    codec = load_embedded(tmp_path / "ae")
+    x = to_model_input(np.random.default_rng(0).integers(0, 255, (2, H, W, 3), dtype=np.uint8))
+    with torch.no_grad():
+        expected = model.decode(model.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+    torch.testing.assert_close(codec.decode(codec.encode(x)), expected, rtol=0, atol=1e-6)
+
+    meta = tmp_path / "ae" / "stage_autoencoder.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "norm": "group"}))
+    with pytest.raises(StageError, match=r"does not match .*'norm'"):
+        load_embedded(tmp_path / "ae")
+
+
+def test_group_norm_autoencoder_keeps_its_norms(tmp_path):
+    from stage.latents.autoencoder import build_embedded, load_embedded, save_embedded
+
+    cfg = config.validate({"autoencoder": {**TINY_AE, "norm": "group"}})["autoencoder"]
+    save_embedded(build_embedded(cfg), 1.0, tmp_path / "ae")
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in load_embedded(tmp_path / "ae").model.modules())
+
+
+def test_diverging_training_stops_with_a_clear_error(tmp_path):
+    from stage.latents.autoencoder_training import train_autoencoder
+
+    data = fabricate_split(tmp_path / "train", n_scenes=2, n_frames=4, height=H, width=W)
+    train = {**TINY_AE["train"], "steps": 50, "lr": 1.0e6, "warmup_steps": 0}
+    cfg = config.validate({"autoencoder": {**TINY_AE, "train": train}})["autoencoder"]
+    with pytest.raises(StageError, match=r"diverged at step \d+.*lower autoencoder.train.lr"):
+        train_autoencoder(data, tmp_path / "ae", cfg, progress=False)
+    assert not (tmp_path / "ae").exists()

@@ -10,6 +10,19 @@ the latent cache uses to notice when the autoencoder changes.
                                       stage_autoencoder.json holding the data-derived latent scale)
     autoencoder.source: pretrained -> a local directory or hub id (already in the local hub cache) of
                                       SD's AutoencoderKL; frozen; scale autoencoder.pretrained_scale
+
+Normalisation of the embedded AE (autoencoder.norm, our choice; the paper uses SD's VAE as it is).
+AutoencoderKL has a GroupNorm in every ResNet block and before the last convolution of the encoder and
+of the decoder. GroupNorm normalises each image over its own pixels, so the absolute colour of a region
+reaches the latent only as far as the rest of the image pins it down. SD's VAE learns its way around
+that over a long training run; the embedded AE gets about 1500 CPU steps, and with GroupNorms it
+returned every building in the same beige and the yellow divider in grey. A quadratic probe read only 21%
+of the variance of 8x8-block chroma from its latents, and held-out PSNR was 23 dB. norm: none replaces
+every GroupNorm by the identity, and zero_init_residual starts every ResNet block as the identity
+(without it the norm-free net diverged). 16x16-block colour error fell from 28.1 to 34.8 dB PSNR.
+The folder still holds a diffusers AutoencoderKL config and safetensors with the usual parameter
+names, but plain `AutoencoderKL.from_pretrained` would put fresh GroupNorms back: load it with
+`load_embedded`, which reads `norm` from stage_autoencoder.json and loads the weights strictly.
 """
 
 from __future__ import annotations
@@ -24,6 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
+from diffusers.models.resnet import ResnetBlock2D
+from safetensors.torch import load_file
+from torch import nn
 
 from stage.atomic import replace_dir
 from stage.errors import StageError
@@ -57,9 +73,31 @@ def build_embedded(cfg: dict) -> AutoencoderKL:
         latent_channels=cfg["latent_channels"], norm_num_groups=cfg["norm_num_groups"],
         mid_block_add_attention=cfg["mid_block_attention"], scaling_factor=1.0,
     )
-    with torch.no_grad():  # start with a near-deterministic posterior (std ~0.05): sampling noise of std 1
-        model.quant_conv.bias[cfg["latent_channels"]:] = -6.0  # would otherwise swamp early reconstructions
+    if cfg["norm"] == "none":
+        remove_group_norms(model)
+    with torch.no_grad():
+        if cfg["zero_init_residual"]:  # every ResNet block starts as the identity: a shallow, fast-learning net
+            for block in model.modules():
+                if isinstance(block, ResnetBlock2D):
+                    block.conv2.weight.zero_()
+                    block.conv2.bias.zero_()
+        # a near-deterministic posterior at first (std ~0.05): sampling noise of std 1 would swamp early
+        # reconstructions
+        model.quant_conv.bias[cfg["latent_channels"]:] = -6.0
     return model
+
+
+def remove_group_norms(model: nn.Module) -> nn.Module:
+    """Replace every GroupNorm by the identity (autoencoder.norm: none; see the module notes)."""
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.GroupNorm):
+                setattr(parent, name, nn.Identity())
+    return model
+
+
+def _has_group_norms(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.GroupNorm) for m in model.modules())
 
 
 def _hash_files(paths: list[Path], extra: str = "") -> str:
@@ -121,8 +159,8 @@ def save_embedded(model: AutoencoderKL, scale: float, out_dir: str | Path, info:
     model.config.scaling_factor = float(scale)  # recorded in config.json too, for diffusers users
     model.save_pretrained(tmp, safe_serialization=True)
     digest = _hash_files(_weight_files(tmp), extra=f"scale={float(scale)!r}")
-    (tmp / META_FILE).write_text(json.dumps({"latent_scale": float(scale), "hash": digest, **(info or {})},
-                                            indent=2, sort_keys=True))
+    meta = {"latent_scale": float(scale), "hash": digest, "norm": "group" if _has_group_norms(model) else "none"}
+    (tmp / META_FILE).write_text(json.dumps({**meta, **(info or {})}, indent=2, sort_keys=True))
     replace_dir(tmp, out_dir)
     return digest
 
@@ -136,8 +174,18 @@ def load_embedded(path: str | Path, device: str | torch.device = "cpu") -> Codec
             "first, or set autoencoder.source: pretrained with autoencoder.pretrained_path."
         )
     meta = json.loads(meta_path.read_text())
-    model = AutoencoderKL.from_pretrained(path, local_files_only=True, use_safetensors=True,
-                                          low_cpu_mem_usage=False)
+    weights = path / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        raise StageError(f"{weights} is missing: the autoencoder folder {path} is incomplete; rerun "
+                         f"`stage train-autoencoder --out {path}`.")
+    model = AutoencoderKL.from_config(AutoencoderKL.load_config(path))
+    if meta.get("norm", "group") == "none":  # folders written before the `norm` field had GroupNorms
+        remove_group_norms(model)
+    try:
+        model.load_state_dict(load_file(weights))  # strict: a norm-less folder must not load into GroupNorms
+    except RuntimeError as exc:
+        raise StageError(f"{weights} does not match {path / 'config.json'} and {meta_path} (field 'norm'): "
+                         f"{exc}. Rerun `stage train-autoencoder --out {path}`.") from exc
     model = model.to(device).eval().requires_grad_(False)
     scale = float(meta["latent_scale"])
     # recomputed from the files, so weights replaced after training still invalidate latent caches
