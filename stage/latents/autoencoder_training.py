@@ -16,9 +16,11 @@ default world, frames / HD-map images (1 thread per run, two runs side by side, 
 Without GroupNorms a step also takes about 10% less time. What GroupNorm cost was colour (autoencoder.py).
 Also tried, without gain: GroupNorm with 1 group, zero-initialised residuals with GroupNorms (+0.3 dB at
 1000 steps), 16 latent channels, an L1 loss on 8x8 block means or on chroma, decoding the posterior mean
-instead of a sample, edge_weight 1.5, lr 5e-3 (worse), and no norm without zero-initialised residuals
-(diverged; so does lr 2e-3, hence the divergence check). With GroupNorms, crops must be of full frame
-height: a 64x64 crop of sky or wall could not pin down its absolute colour.
+instead of a sample, edge_weight 1.5, lr 5e-3 with GroupNorms (worse), and no norm without
+zero-initialised residuals (13 dB after 1000 steps). A norm-free run at lr 2e-3 stalled (no result at
+step 500 after 4 min, where lr 1e-3 takes 100 s) and was stopped; a loss that turns non-finite ends
+training with an error that says to lower the learning rate. With GroupNorms, crops must be of full
+frame height: a 64x64 crop of sky or wall could not pin down its absolute colour.
 What is left is blur, from the short CPU budget: the 28 dB aim needs more steps than the pipeline's
 few minutes (`autoencoder.train.steps`).
 """
