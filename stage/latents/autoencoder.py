@@ -15,15 +15,15 @@ Normalisation of the embedded AE (autoencoder.norm, our choice; the paper uses S
 AutoencoderKL has a GroupNorm in every ResNet block and before the last convolution of the encoder and
 of the decoder. GroupNorm normalises each image over its own pixels, so the absolute colour of a region
 reaches the latent only as far as the rest of the image pins it down. SD's VAE learns its way around
-that over a long training run; the embedded AE gets about 1500 CPU steps, and with GroupNorms it
-returned every building in the same beige and the yellow divider in grey. A quadratic probe read only 21%
-of the variance of 8x8-block chroma from its latents, and held-out PSNR was 23 dB. norm: none replaces
-every GroupNorm by the identity, and zero_init_residual starts every ResNet block as the identity
-(without it the norm-free net did not learn: 13 dB after 1000 steps). The 16x16-block colour
-error fell from 28.1 to 34.8 dB PSNR.
-The folder still holds a diffusers AutoencoderKL config and safetensors with the usual parameter
-names, but plain `AutoencoderKL.from_pretrained` would put fresh GroupNorms back: load it with
-`load_embedded`, which reads `norm` from stage_autoencoder.json and loads the weights strictly.
+that over a long training run; the embedded AE gets a few thousand CPU steps, and after 1500 with
+GroupNorms it returned every building in the same beige and the yellow divider in grey. A quadratic
+probe read only 21% of the variance of 8x8-block chroma from its latents, and held-out PSNR was 23 dB.
+norm: none replaces every GroupNorm by the identity, and zero_init_residual starts every ResNet block as
+the identity (without it the norm-free net did not learn: 13 dB after 1000 steps). The 16x16-block
+colour error fell from 28.1 to 34.8 dB PSNR. The folder still holds a diffusers AutoencoderKL config and
+safetensors with the usual parameter names, but plain `AutoencoderKL.from_pretrained` would put fresh
+GroupNorms back: load it with `load_embedded`, which reads `norm` from stage_autoencoder.json and loads
+the weights strictly.
 """
 
 from __future__ import annotations

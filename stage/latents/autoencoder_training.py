@@ -22,9 +22,9 @@ zero-initialised residuals (13 dB after 1000 steps). A norm-free run at lr 2e-3 
 step 500 after 4 min, where lr 1e-3 takes 100 s) and was stopped; a loss that turns non-finite ends
 training with an error that says to lower the learning rate. With GroupNorms, crops must be of full
 frame height: a 64x64 crop of sky or wall could not pin down its absolute colour.
-The 1500-step default gave 26.2 / 24.7 dB in the pipeline. A 4000-step run of the default passed 28.1 /
-27.9 dB at step 3000 (2 threads, 390 s), hence 3000 steps: the 28 dB aim for about 3 more minutes. What is
-left is blur.
+In the default pipeline (48 held-out frames, 2 threads), 1500 steps gave 26.2 / 24.7 dB in 183 s and 3000
+steps 27.8 / 27.6 dB in 337 s, the default: issue 3 aims at 28. (A 4000-step trial scored 28.1 / 27.9 dB
+on 16 held-out frames at its step 3000.) What is left is blur.
 """
 
 from __future__ import annotations
