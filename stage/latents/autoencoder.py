@@ -124,6 +124,11 @@ class Codec:
     hash: str
     path: str
 
+    def __post_init__(self):
+        # Channels-last convolutions: on 2 CPU cores, 16 frames of 128x224 decode 1.6x and encode 1.4x
+        # faster, with outputs equal to 4e-8 (the weights are saved contiguous all the same).
+        self.model.to(memory_format=torch.channels_last)
+
     @property
     def factor(self) -> int:
         return 2 ** (len(self.model.config.block_out_channels) - 1)
