@@ -134,7 +134,7 @@ def train_autoencoder(data_dir: str | Path, out_dir: str | Path, cfg: dict, loss
         torch.set_num_threads(tcfg["threads"])
     train_ranges, held_ranges = split_holdout(scenes, tcfg["holdout_scenes"])
     sampler = CropSampler(train_ranges, tuple(tcfg["crop"]), tcfg["hdmap_fraction"], tcfg["seed"])
-    model = build_embedded(cfg).to(memory_format=torch.channels_last)  # ~20% faster steps on CPU (Codec)
+    model = build_embedded(cfg).to(memory_format=torch.channels_last)  # steps 1.14-1.23x as fast on CPU
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=0.0)
     out_dir = Path(out_dir)
     keep_log_inside = loss_log is None  # out_dir is replaced at the end; the log joins it then
