@@ -155,3 +155,24 @@ def test_diverging_training_stops_with_a_clear_error(tmp_path):
     with pytest.raises(StageError, match=r"diverged at step \d+.*lower autoencoder.train.lr"):
         train_autoencoder(data, tmp_path / "ae", cfg, progress=False)
     assert not (tmp_path / "ae").exists()
+
+
+@pytest.mark.parametrize("shuffle", [0.0, 1.0])
+def test_channel_shuffle_permutes_frame_crops_only(shuffle):
+    """Frame crops get their RGB channels reordered (all orders turn up); HD-map crops, whose colours name
+    map classes, never do; with channel_shuffle 0 frames keep their colours."""
+    from types import SimpleNamespace
+
+    from stage.latents.autoencoder_training import CropSampler
+
+    frame_rgb, map_rgb = (10, 40, 200), (0, 255, 0)
+    scene = SimpleNamespace(frames=np.empty((3, H, W, 3), np.uint8), hdmap=np.empty((3, H, W, 3), np.uint8))
+    scene.frames[:], scene.hdmap[:] = frame_rgb, map_rgb
+    sampler = CropSampler([(scene, 0, 3)], (16, 16), hdmap_fraction=0.3, seed=0, channel_shuffle=shuffle)
+    crops = ((sampler.batch(400) + 1) * 127.5).round().to(torch.uint8)
+    colours = [tuple(int(v) for v in c) for c in crops[:, :, 0, 0]]
+    maps = [c for c in colours if c == map_rgb]
+    frames = [c for c in colours if c != map_rgb]
+    assert 60 < len(maps) < 180, len(maps)  # HD-map crops kept their colour; no permutation of it appears
+    assert all(sorted(c) == sorted(frame_rgb) for c in frames), set(frames)
+    assert len(set(frames)) == (6 if shuffle else 1), set(frames)
