@@ -24,9 +24,10 @@ training with an error that says to lower the learning rate. With GroupNorms, cr
 frame height: a 64x64 crop of sky or wall could not pin down its absolute colour. An EMA of the weights
 (decay 0.999) scored below the raw weights all along (27.4 / 27.0 against 28.4 / 28.6 dB after 4000
 steps, 48 frames, 1 thread; decay 0.9995 was worse still), so there is none.
-Number of steps, in `stage train-autoencoder` on 2 threads (48 held-out frames): 1500 gave 26.2 / 24.7 dB,
-3000 gave 27.8 / 27.6, 3500 gave 28.1 / 27.9 and 4000, the default, 28.5 / 28.7 dB, the first to pass
-issue 3's 28 dB on both. A step takes 100-135 ms there, depending on the machine's day (7-9 min in all).
+Number of steps, in `stage train-autoencoder` on 2 threads (48 held-out frames, no channel_shuffle):
+1500 gave 26.2 / 24.7 dB, 3000 gave 27.8 / 27.6, 3500 gave 28.1 / 27.9 and 4000, the default, 28.5 / 28.7
+dB, the first to pass issue 3's 28 dB on both. A step takes 100-135 ms there, depending on the
+machine's day (7-9 min in all).
 Colours the nine training scenes rarely show came back wrong: the held-out scene's green building
 (green in 0.9% of one training scene's pixels) decoded beige, its green channel off by 38 levels on
 average. channel_shuffle 0.5 (half the frame crops get their RGB channels in random order; HD-map crops
