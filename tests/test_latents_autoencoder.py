@@ -8,7 +8,7 @@ import torch
 
 from stage import cli, config
 from stage.errors import StageError
-from stage.latents.autoencoder import load_codec, to_model_input
+from stage.latents.autoencoder import load_codec, to_model_input, to_uint8
 from stage.latents.toy import fabricate_split
 
 H, W = 32, 64
@@ -96,7 +96,7 @@ def test_training_improves_reconstruction_over_a_fresh_model(tmp_path):
     """A few dozen steps on fabricated scenes must beat the untrained AE's held-out PSNR by a clear margin
     (catches a loss, sampler or optimiser that no longer learns; the colour/contrast of flat regions is
     most of what a short run gets right)."""
-    from stage.latents.autoencoder import Codec, build_embedded, to_uint8
+    from stage.latents.autoencoder import Codec, build_embedded
     from stage.latents.autoencoder_training import psnr, train_autoencoder
 
     data = fabricate_split(tmp_path / "train", n_scenes=3, n_frames=6, height=H, width=W)
@@ -169,8 +169,8 @@ def test_channel_shuffle_permutes_frame_crops_only(shuffle):
     scene = SimpleNamespace(frames=np.empty((3, H, W, 3), np.uint8), hdmap=np.empty((3, H, W, 3), np.uint8))
     scene.frames[:], scene.hdmap[:] = frame_rgb, map_rgb
     sampler = CropSampler([(scene, 0, 3)], (16, 16), hdmap_fraction=0.3, seed=0, channel_shuffle=shuffle)
-    crops = ((sampler.batch(400) + 1) * 127.5).round().to(torch.uint8)
-    colours = [tuple(int(v) for v in c) for c in crops[:, :, 0, 0]]
+    crops = to_uint8(sampler.batch(400))
+    colours = [tuple(int(v) for v in c) for c in crops[:, 0, 0]]
     maps = [c for c in colours if c == map_rgb]
     frames = [c for c in colours if c != map_rgb]
     assert 60 < len(maps) < 180, len(maps)  # HD-map crops kept their colour; no permutation of it appears
