@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from conftest import BIN, copy_workflow, metric_values, run_snakemake, tool_env
@@ -15,12 +16,26 @@ from conftest import BIN, copy_workflow, metric_values, run_snakemake, tool_env
 STAGE1 = "results/checkpoints/stage1"
 
 
+@contextmanager
+def _children_hear_sigint():
+    """Children started inside get SIGINT at its default action, as a terminal's foreground job does.
+
+    A test run started in the background of a script (`make test &`, nohup) has SIGINT ignored, and an
+    ignored signal stays ignored across fork and exec: Snakemake and its jobs would sleep through the
+    Ctrl-C below and finish the chain. A handler, unlike SIG_IGN, resets to the default on exec."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _stop_during_stage1(work: Path, log: Path, at_step: int, sig: signal.Signals) -> None:
     """Run the tiny chain and send `sig` to Snakemake's process group once stage-1 training has written
     the checkpoint of `at_step` (or a later one)."""
     checkpoints = work / STAGE1 / "checkpoints"
     reached = lambda: any(p.name >= f"step-{at_step:07d}" for p in checkpoints.glob("step-*"))  # noqa: E731
-    with open(log, "w") as out:
+    with open(log, "w") as out, _children_hear_sigint():
         proc = subprocess.Popen([str(BIN / "snakemake"), "--cores", "2", "--configfile", ".test/config.yaml"],
                                 cwd=work, env=tool_env(), stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # its own process group, as a terminal's job
