@@ -96,6 +96,7 @@ class CropSampler:
             is_map = self.rng.random() < self.hdmap_fraction
             y, x = self.rng.integers(h - ch + 1), self.rng.integers(w - cw + 1)
             out[k] = (hdmap if is_map else frames)[i, y:y + ch, x:x + cw]
+            # channel_shuffle 0 draws no extra number, so it repeats the sampler's earlier crops exactly
             if not is_map and self.channel_shuffle and self.rng.random() < self.channel_shuffle:
                 out[k] = out[k][..., self.rng.permutation(3)]
             if self.rng.random() < 0.5:  # horizontal flip: driving scenes are roughly mirror-symmetric
