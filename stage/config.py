@@ -77,9 +77,12 @@ def load(paths: Iterable[str | Path] = ()) -> dict:
         if not p.is_file():
             raise StageError(f"config file {p} does not exist; pass an existing YAML file with --config")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_bytes().decode("utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise StageError(f"config file {p} is not text (not UTF-8: {exc.reason} at byte {exc.start}); pass "
+                             "a YAML file with --config") from exc
         except yaml.YAMLError as exc:
-            raise StageError(f"config file {p} is not valid YAML: {exc}") from exc
+            raise StageError(f"config file {p} is not valid YAML: {' '.join(str(exc).split())}") from exc
         if not isinstance(data, dict):
             raise StageError(f"config file {p} must hold a mapping of sections, found {type(data).__name__}")
         merged = deep_merge(merged, data)

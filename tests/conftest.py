@@ -106,3 +106,19 @@ def job_stats(log: str) -> Counter:
     counts = Counter({rule: int(n) for rule, n in (row.split() for row in table.group(1).splitlines())})
     assert counts.total() == int(table.group(2))
     return counts
+
+
+@pytest.fixture(scope="session")
+def rollout_inputs(synth_world_small, tmp_path_factory):
+    """(config, paths, config file) of a tiny rollout's inputs: extracted long split, random autoencoder, its
+    latent cache and a random-weights checkpoint (stage.rollout.toy.make_rollout_inputs). Tests copy what
+    they damage; these files stay as made."""
+    import yaml
+
+    from stage.rollout.toy import make_rollout_inputs, tiny_config
+
+    root = tmp_path_factory.mktemp("rollout-inputs")
+    cfg = tiny_config()
+    paths = make_rollout_inputs(root, synth_world_small, cfg)
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return cfg, paths, root / "config.yaml"

@@ -12,7 +12,8 @@ def add_arguments(parser):
 def run(args, config):
     from pathlib import Path
 
+    from stage.paths import output_file
     from stage.report.build import build_report
 
     results = Path(args.results or config["results_dir"])
-    print(build_report(results, config, args.out or results / "report.pdf"))
+    print(build_report(results, config, output_file(args.out or results / "report.pdf")))

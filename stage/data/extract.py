@@ -24,6 +24,7 @@ from PIL import Image
 from pyquaternion import Quaternion
 from tqdm import tqdm
 
+from stage import paths
 from stage.data import nuscenes_source as source
 from stage.data.geometry import (BOX_EDGES, box_corners, clip_segments_to_near_plane, interpolate_box, invert,
                                  pose_matrix, project, resize_crop_intrinsic, transform_points, yaw_of)
@@ -42,6 +43,9 @@ class KeyframeBoxes:
         self.times, self.boxes, self.tokens = [], [], []
         token = scene["first_sample_token"]
         while token:
+            if token in self.tokens:
+                raise StageError(f"sample.json: the sample chain of scene {scene['name']} returns to sample {token} "
+                                 "(its 'next' tokens form a loop); repair the table")
             sample = nusc.get("sample", token)
             anns = {}
             for ann_token in sample["anns"]:
@@ -122,19 +126,28 @@ def box_rows(frame_index, boxes, interpolated, global_to_cam, K, hw, near):
     return rows, corners_cam, cat_ids
 
 
-def _load_frame(path: Path, resized_wh, crop_xy, out_wh, scene_name: str) -> np.ndarray:
+def _load_frame(dataroot: Path, filename: str, resized_wh, crop_xy, out_wh, scene_name: str) -> np.ndarray:
+    path = dataroot / filename
+    if Path(filename).is_absolute() or ".." in Path(filename).parts:
+        raise StageError(f"sample_data.json: image file name {filename!r} of scene {scene_name} leaves the dataroot "
+                         f"{dataroot}; file names there are relative to it (e.g. samples/CAM_FRONT/x.jpg)")
     if not path.is_file():
         raise StageError(f"image {path} of scene {scene_name} is missing; the dataset's image files are "
                          "incomplete (re-download the camera blobs or re-generate the dataset)")
-    with Image.open(path) as img:
-        img.draft("RGB", resized_wh)  # JPEG decodes at a reduced scale directly: much faster for 1600x900
-        img = img.convert("RGB").resize(resized_wh, Image.Resampling.LANCZOS)
-        ox, oy = crop_xy
-        img = img.crop((ox, oy, ox + out_wh[0], oy + out_wh[1]))
-    return np.asarray(img, dtype=np.uint8)
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", resized_wh)  # JPEG decodes at a reduced scale directly: much faster for 1600x900
+            img = img.convert("RGB").resize(resized_wh, Image.Resampling.LANCZOS)
+            ox, oy = crop_xy
+            img = img.crop((ox, oy, ox + out_wh[0], oy + out_wh[1]))
+            return np.asarray(img, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for files that are not (whole) images
+        raise StageError(f"image {path} of scene {scene_name} cannot be decoded ({type(exc).__name__}: {exc}); "
+                         "replace it with the dataset's original file") from exc
 
 
-def extract_scene(nusc, nusc_map, scene: dict, cfg: dict, dataroot: Path, split_dir: Path, source_info: dict):
+def extract_scene(nusc, nusc_map, scene: dict, cfg: dict, dataroot: Path, split_dir: Path, source_info: dict,
+                  progress: bool = True):
     channel, near = cfg["channel"], cfg["near_plane_m"]
     out_wh, hw = (cfg["width"], cfg["height"]), (cfg["height"], cfg["width"])
     chain = source.camera_chain(nusc, scene, channel)
@@ -154,12 +167,13 @@ def extract_scene(nusc, nusc_map, scene: dict, cfg: dict, dataroot: Path, split_
 
     frame_rows, all_boxes = [], []
     with SceneWriter(split_dir, scene["name"], len(chain), *hw) as writer:
-        for i, (sd, ep) in enumerate(zip(tqdm(chain, desc=scene["name"], leave=False, unit="frame"), ego_poses)):
+        for i, (sd, ep) in enumerate(zip(tqdm(chain, desc=scene["name"], leave=False, unit="frame",
+                                                     disable=not progress), ego_poses)):
             cs_i = cs if sd["calibrated_sensor_token"] == cs["token"] else \
                 nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
             ego_to_global = pose_matrix(ep["translation"], ep["rotation"])
             global_to_cam = invert(ego_to_global @ pose_matrix(cs_i["translation"], cs_i["rotation"]))
-            writer.arrays["frames"][i] = _load_frame(dataroot / sd["filename"], resized_wh, crop_xy, out_wh,
+            writer.arrays["frames"][i] = _load_frame(dataroot, sd["filename"], resized_wh, crop_xy, out_wh,
                                                      scene["name"])
             boxes, interpolated = keyboxes.at(sd["timestamp"], sd["sample_token"], sd["is_key_frame"])
             rows, corners, cat_ids = box_rows(i, boxes, interpolated, global_to_cam, K, hw, near)
@@ -190,23 +204,26 @@ def extract_scene(nusc, nusc_map, scene: dict, cfg: dict, dataroot: Path, split_
         return writer.finish(meta, pd.DataFrame(frame_rows), pd.DataFrame(all_boxes, columns=list(BOX_COLUMNS)))
 
 
-def extract(dataroot, version: str, split: str, out_dir, cfg: dict) -> dict:
+def extract(dataroot, version: str, split: str, out_dir, cfg: dict, progress: bool = True) -> dict:
     """Extract every scene of a split into out_dir (one folder per scene, index.json last)."""
     dataroot, out_dir = Path(dataroot), Path(out_dir)
     nusc = source.open_nuscenes(dataroot, version)
     scenes = source.select_scenes(nusc, dataroot, version, split, cfg["max_scenes"])
+    for scene in scenes:  # names become folders under out_dir: every one is checked before anything is written
+        paths.safe_name(scene["name"], "scene name", f"{dataroot / version / 'scene.json'} (scene token "
+                        f"{scene['token']})", "rename the scene there and in the split list")
     maps = {}
     for scene in scenes:  # every map the split needs, checked before any work is done
         location = nusc.get("log", scene["log_token"])["location"]
         if location not in maps:
             maps[location] = source.open_map(dataroot, location)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    paths.output_dir(out_dir)
     (out_dir / "index.json").unlink(missing_ok=True)  # the split is incomplete until rewritten
     source_info = {"dataroot": str(dataroot), "version": version, "split": split}
     start, n_frames = time.time(), 0
-    for scene in tqdm(scenes, desc=f"extract {split}", unit="scene"):
+    for scene in tqdm(scenes, desc=f"extract {split}", unit="scene", disable=not progress):
         location = nusc.get("log", scene["log_token"])["location"]
-        n_frames += len(extract_scene(nusc, maps[location], scene, cfg, dataroot, out_dir, source_info))
+        n_frames += len(extract_scene(nusc, maps[location], scene, cfg, dataroot, out_dir, source_info, progress))
     info = {"source": source_info, "n_frames": n_frames, "height": cfg["height"], "width": cfg["width"],
             "channel": cfg["channel"], "seconds": round(time.time() - start, 2)}
     write_index(out_dir, [s["name"] for s in scenes], info)

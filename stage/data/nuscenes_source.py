@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
 
+from stage import paths, readback
+from stage.data.table_check import FIELDS, check_tables
 from stage.errors import StageError
 
 TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose",
@@ -44,16 +45,22 @@ def check_layout(dataroot: str | Path, version: str) -> Path:
 
 
 def open_nuscenes(dataroot: str | Path, version: str):
-    """NuScenes(version, dataroot) after check_layout, with devkit failures turned into StageErrors."""
+    """NuScenes(version, dataroot) after check_layout, its tables checked (stage.data.table_check) so that a
+    bad record is named by table, token and field; devkit failures become StageErrors."""
     from nuscenes.nuscenes import NuScenes
 
-    check_layout(dataroot, version)
+    table_dir = check_layout(dataroot, version)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            return NuScenes(version=version, dataroot=str(dataroot), verbose=False)
-    except (AssertionError, KeyError, ValueError, json.JSONDecodeError) as exc:
-        raise StageError(f"nuscenes-devkit could not load {Path(dataroot) / version}: "
-                         f"{type(exc).__name__}: {exc}") from exc
+            nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=False)
+    except Exception as exc:  # the devkit trusts its tables: any of Python's errors can come out of a bad one
+        # find the record at fault in the files themselves, for a message that names it
+        fix = "repair the table (or re-download / re-generate the dataset)"
+        check_tables({name: readback.read_json(table_dir / f"{name}.json", fix, list) for name in FIELDS}, table_dir)
+        raise StageError(f"nuscenes-devkit could not load {table_dir}: "
+                         f"{' '.join(f'{type(exc).__name__}: {exc}'.split())[:300]}") from exc
+    check_tables({name: getattr(nusc, name) for name in FIELDS}, table_dir)
+    return nusc
 
 
 def open_map(dataroot: str | Path, location: str):
@@ -83,10 +90,12 @@ def split_scene_names(dataroot: str | Path, version: str, split: str) -> list[st
     if not path.is_file():
         raise StageError(f"{path} is missing: a dataset that is not an official nuScenes version must list its "
                          'splits there as {"<split>": [scene names]}')
-    splits = json.loads(path.read_text())
+    splits = readback.read_json(path, 'write it as {"<split>": [scene names]}')
     if split not in splits:
         raise StageError(f"split {split!r} not found in {path}; splits there: {sorted(splits)}")
-    return list(splits[split])
+    names = readback.field(splits, split, path, "list the split's scene names there", list)
+    # the workflow names per-scene outputs after these before any table is read
+    return [paths.safe_name(n, "scene name", path, "rename the scene there and in scene.json") for n in names]
 
 
 def select_scenes(nusc, dataroot, version: str, split: str, max_scenes: int | None = None) -> list[dict]:
@@ -109,12 +118,24 @@ def camera_chain(nusc, scene: dict, channel: str) -> list[dict]:
     def in_scene(sd: dict) -> bool:
         return nusc.get("sample", sd["sample_token"])["scene_token"] == scene["token"]
 
+    def step(sd: dict, key: str, seen: set) -> dict | None:
+        if not sd[key]:
+            return None
+        if sd[key] in seen:
+            raise StageError(f"sample_data.json: the {channel} chain of scene {scene['name']} returns to record "
+                             f"{sd[key]} (its {key!r} tokens form a loop); repair the table")
+        nxt = nusc.get("sample_data", sd[key])
+        return nxt if in_scene(nxt) else None
+
     sd = nusc.get("sample_data", first["data"][channel])
-    while sd["prev"] and in_scene(prev := nusc.get("sample_data", sd["prev"])):
+    seen = {sd["token"]}
+    while (prev := step(sd, "prev", seen)) is not None:
         sd = prev
-    chain = [sd]
-    while sd["next"] and in_scene(nxt := nusc.get("sample_data", sd["next"])):
+        seen.add(sd["token"])
+    chain, seen = [sd], {sd["token"]}
+    while (nxt := step(sd, "next", seen)) is not None:
         sd = nxt
+        seen.add(sd["token"])
         chain.append(sd)
     return chain
 

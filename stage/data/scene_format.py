@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from stage import paths, readback
 from stage.atomic import write_text
 from stage.errors import StageError
 
@@ -86,21 +86,19 @@ def category_group(name: str) -> int:
     return CATEGORY_GROUPS.index("other")
 
 
-def read_parquet(path: str | Path) -> pd.DataFrame:
-    """Read a parquet table single-threaded: Arrow's reader threads abort the interpreter at exit in about
-    one run in five here ("terminate called without an active exception"); tables are small."""
-    return pd.read_parquet(path, use_threads=False)
-
-
 @dataclass
 class ExtractedScene:
-    """Read access to one extracted scene; arrays are memory-mapped."""
+    """Read access to one extracted scene; arrays are memory-mapped. A damaged file is refused naming it."""
 
     path: Path
 
     @property
+    def fix(self) -> str:
+        return f"re-run `stage extract` for the split {self.path.parent}"
+
+    @property
     def meta(self) -> dict:
-        return json.loads((self.path / "meta.json").read_text())
+        return readback.read_json(self.path / "meta.json", self.fix)
 
     @property
     def name(self) -> str:
@@ -109,7 +107,10 @@ class ExtractedScene:
     def array(self, name: str, mmap: bool = True) -> np.ndarray:
         if name not in ARRAYS:
             raise ValueError(f"unknown array {name!r}; one of {ARRAYS}")
-        return np.load(self.path / f"{name}.npy", mmap_mode="r" if mmap else None)
+        arr = readback.load_npy(self.path / f"{name}.npy", self.fix, mmap=mmap, dtype=np.uint8, ndim=4)
+        if arr.shape[-1] != 3:
+            raise StageError(f"{self.path / (name + '.npy')}: shape {arr.shape} is not (T, H, W, 3); {self.fix}")
+        return arr
 
     @property
     def frames(self) -> np.ndarray:
@@ -124,13 +125,13 @@ class ExtractedScene:
         return self.array("boxmap")
 
     def frame_table(self) -> pd.DataFrame:
-        return read_parquet(self.path / "frames.parquet")
+        return readback.read_parquet(self.path / "frames.parquet", self.fix, FRAME_COLUMNS)
 
     def box_table(self) -> pd.DataFrame:
-        return read_parquet(self.path / "boxes.parquet")
+        return readback.read_parquet(self.path / "boxes.parquet", self.fix, BOX_COLUMNS)
 
     def __len__(self) -> int:
-        return int(self.meta["n_frames"])
+        return readback.field(self.meta, "n_frames", self.path / "meta.json", self.fix, int)
 
 
 def open_split(split_dir: str | Path) -> list[ExtractedScene]:
@@ -142,15 +143,16 @@ def open_split(split_dir: str | Path) -> list[ExtractedScene]:
             f"{index} not found: {split_dir} is not a complete extracted split. Run `stage extract` "
             "(or the Snakemake rule `extract`) to create it."
         )
-    data = json.loads(index.read_text())
+    fix = "re-run `stage extract`"
+    data = readback.read_json(index, fix)
     if data.get("format_version") != FORMAT_VERSION:
         raise StageError(
             f"{index}: format_version {data.get('format_version')} but this code reads {FORMAT_VERSION}; "
             "re-run `stage extract`."
         )
     scenes = []
-    for name in data["scenes"]:
-        p = split_dir / name
+    for name in readback.field(data, "scenes", index, fix, list):
+        p = paths.child(split_dir, name, "scene", index, fix)
         if not (p / "meta.json").is_file():
             raise StageError(f"{index} lists scene {name} but {p / 'meta.json'} is missing; re-run `stage extract`.")
         scenes.append(ExtractedScene(p))
@@ -169,11 +171,10 @@ class SceneWriter:
     folder, which `finish` renames into place; `abort` removes it. Use as a context manager."""
 
     def __init__(self, split_dir: str | Path, name: str, n_frames: int, height: int, width: int):
-        self.split_dir = Path(split_dir)
-        self.split_dir.mkdir(parents=True, exist_ok=True)
-        self.final = self.split_dir / name
+        self.split_dir = paths.output_dir(split_dir)
+        self.final = paths.child(self.split_dir, name, "scene", self.split_dir, "rename the scene")
         self.tmp = self.split_dir / f".{name}.tmp-{os.getpid()}"
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        paths.remove_tree(self.tmp, self.split_dir)
         self.tmp.mkdir()
         self.n_frames = n_frames
         self.arrays = {key: np.lib.format.open_memmap(self.tmp / f"{key}.npy", mode="w+", dtype=np.uint8,
@@ -189,13 +190,13 @@ class SceneWriter:
         _typed(boxes, BOX_COLUMNS, "boxes table").to_parquet(self.tmp / "boxes.parquet", index=False)
         meta = {**meta, "format_version": FORMAT_VERSION, "n_frames": self.n_frames}
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        shutil.rmtree(self.final, ignore_errors=True)
+        paths.remove_tree(self.final, self.split_dir)
         os.replace(self.tmp, self.final)
         return ExtractedScene(self.final)
 
     def abort(self) -> None:
         self.arrays = {}
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        paths.remove_tree(self.tmp, self.split_dir)
 
     def __enter__(self):
         return self

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from stage import config as config_mod
+from stage import paths
 from stage.atomic import replace_dir
 from stage.data.synth.camera import pose_matrix
 from stage.data.synth.map_expansion import write_map
@@ -63,7 +64,9 @@ def generate(config: dict, out_dir, progress: Callable[[int, int], None] | None 
     synth, version = config["synth"], config["dataset"]["version"]
     world = World(synth)
     out_dir = Path(out_dir).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    paths.output_dir(out_dir.parent)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StageError(f"--out {out_dir} is an existing file, not a folder; pass a folder path (or move the file away)")
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
