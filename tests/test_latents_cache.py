@@ -125,3 +125,35 @@ def test_a_partly_re_encoded_cache_is_refused(setup):
         LatentCache(out)
     assert encode(data, out, codec)["encoded"] == ["scene-0001"]  # and `stage encode` repairs it
     LatentCache(out)
+
+
+def test_manifest_entries_record_each_shards_size_and_sha256(setup):
+    from stage.digest import file_digest
+
+    data, out, codec = setup
+    encode(data, out, codec)
+    entry = json.loads((out / "manifest.json").read_text())["scenes"]["scene-0000"]
+    shard = out / entry["file"]
+    assert entry["size"] == shard.stat().st_size and entry["sha256"] == file_digest(shard)
+
+
+def test_an_old_format_cache_is_refused_and_re_encoded(setup):
+    data, out, codec = setup
+    encode(data, out, codec)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    with pytest.raises(StageError, match=r"manifest.json has cache format 1.*stage encode"):
+        LatentCache(out)
+    assert encode(data, out, codec)["encoded"] == ["scene-0000", "scene-0001"]
+    LatentCache(out)
+
+
+def test_encode_refuses_an_out_that_is_a_file(setup, capsys):
+    data, out, codec = setup
+    cfg = out.parent / "c.yaml"
+    cfg.write_text(json.dumps({"autoencoder": {"block_out_channels": [8, 8, 8, 8], "norm_num_groups": 4}}))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("not a folder")
+    assert cli.main(["encode", "--config", str(cfg), "--data", str(data), "--autoencoder", codec.path,
+                     "--out", str(out), "--no-progress"]) == 2
+    assert "existing file" in capsys.readouterr().err

@@ -5,6 +5,7 @@ import json
 from stage.latents.autoencoder import load_codec
 from stage.latents.cache import encode_split
 from stage.latents.conditions import check_condition_config
+from stage.paths import output_dir
 
 NAME = "encode"
 HELP = "Encode the frames, HD maps and boxes of an extracted split into the latent cache (only what changed)"
@@ -21,6 +22,7 @@ def add_arguments(parser):
 def run(args, config):
     check_condition_config(config)
     codec = load_codec(config["autoencoder"], args.autoencoder)
-    result = encode_split(args.data, args.out, codec, config["conditions"], config["cache"],
+    out = output_dir(args.out)  # an --out that is an existing file: one line, not a FileExistsError
+    result = encode_split(args.data, out, codec, config["conditions"], config["cache"],
                           progress=not args.no_progress)
     print(json.dumps({k: len(v) for k, v in result.items()} | {"autoencoder_hash": codec.hash}, sort_keys=True))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -39,11 +40,11 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 from diffusers.models.resnet import ResnetBlock2D
-from safetensors.torch import load_file
 from torch import nn
 
 from stage.atomic import replace_dir
 from stage.errors import StageError
+from stage.readback import field, load_safetensors, read_json, safetensors_header
 
 META_FILE = "stage_autoencoder.json"
 
@@ -171,32 +172,60 @@ def save_embedded(model: AutoencoderKL, scale: float, out_dir: str | Path, info:
     return digest
 
 
+def _one_line(exc: Exception, limit: int = 300) -> str:
+    return " ".join(str(exc).split())[:limit]  # load_state_dict lists every key on its own line
+
+
 def load_embedded(path: str | Path, device: str | torch.device = "cpu") -> Codec:
+    """The autoencoder folder `stage train-autoencoder` wrote; each damaged file is refused naming it."""
     path = Path(path)
-    meta_path = path / META_FILE
+    meta_path, config_path = path / META_FILE, path / "config.json"
+    fix = f"re-run `stage train-autoencoder --out {path}`"
     if not meta_path.is_file():
         raise StageError(
             f"no trained autoencoder at {path} ({META_FILE} missing). Run `stage train-autoencoder --out {path}` "
             "first, or set autoencoder.source: pretrained with autoencoder.pretrained_path."
         )
-    meta = json.loads(meta_path.read_text())
+    meta = read_json(meta_path, fix)
+    scale = float(field(meta, "latent_scale", meta_path, fix, (int, float)))
+    if not math.isfinite(scale) or scale <= 0:  # latents are divided by it before decoding
+        raise StageError(f"{meta_path}: field 'latent_scale' is {scale}, not a positive number; {fix}")
+    norm = field(meta, "norm", meta_path, fix, str) if "norm" in meta else "group"  # older folders: GroupNorms
     weights = path / "diffusion_pytorch_model.safetensors"
     if not weights.is_file():
         raise StageError(f"{weights} is missing: the autoencoder folder {path} is incomplete; rerun "
                          f"`stage train-autoencoder --out {path}`.")
-    model = AutoencoderKL.from_config(AutoencoderKL.load_config(path))
-    if meta.get("norm", "group") == "none":  # folders written before the `norm` field had GroupNorms
+    model = _model_from_config(read_json(config_path, fix), config_path, fix)
+    if norm == "none":
         remove_group_norms(model)
+    state = load_safetensors(weights, fix)
     try:
-        model.load_state_dict(load_file(weights))  # strict: a norm-less folder must not load into GroupNorms
+        model.load_state_dict(state)  # strict: a norm-less folder must not load into GroupNorms
     except RuntimeError as exc:
-        raise StageError(f"{weights} does not match {path / 'config.json'} and {meta_path} (field 'norm'): "
-                         f"{exc}. Rerun `stage train-autoencoder --out {path}`.") from exc
+        raise StageError(f"{weights} does not match {config_path} and {meta_path} (field 'norm'): "
+                         f"{_one_line(exc)}. Rerun `stage train-autoencoder --out {path}`.") from exc
     model = model.to(device).eval().requires_grad_(False)
-    scale = float(meta["latent_scale"])
     # recomputed from the files, so weights replaced after training still invalidate latent caches
     digest = _hash_files(_weight_files(path), extra=f"scale={scale!r}")
     return Codec(model, scale, digest, str(path))
+
+
+def _model_from_config(config: dict, config_path: Path, fix: str) -> AutoencoderKL:
+    """AutoencoderKL from a config.json read back: values of the wrong type or range are refused."""
+    try:
+        return AutoencoderKL.from_config(config)
+    except Exception as exc:  # diffusers and torch raise TypeError, ValueError, RuntimeError... for bad values
+        raise StageError(f"{config_path}: not an AutoencoderKL config ({type(exc).__name__}: {_one_line(exc)}); "
+                         f"{fix}") from exc
+
+
+def _check_pretrained_files(root: Path) -> None:
+    """A local copy of the pretrained VAE, checked before diffusers reads it (its errors are tracebacks)."""
+    fix = "replace the folder with an intact copy of the SD VAE (config.json + diffusion_pytorch_model.safetensors)"
+    if (root / "config.json").is_file():
+        read_json(root / "config.json", fix)
+    for weights in sorted(root.glob("*.safetensors")):
+        safetensors_header(weights, fix)
 
 
 def load_pretrained(cfg: dict, device: str | torch.device = "cpu") -> Codec:
@@ -211,14 +240,16 @@ def load_pretrained(cfg: dict, device: str | torch.device = "cpu") -> Codec:
         raise StageError(f"autoencoder.pretrained_path {local} does not exist; download the SD VAE there "
                          "(it must hold config.json and diffusion_pytorch_model.safetensors, or a vae/ subfolder "
                          "named by autoencoder.pretrained_subfolder).")
+    root = local / sub if (local.is_dir() and sub) else local
+    if root.is_dir():
+        _check_pretrained_files(root)
     try:
         model = AutoencoderKL.from_pretrained(str(local) if local.is_dir() else name, subfolder=sub or None,
                                               local_files_only=True, use_safetensors=True, low_cpu_mem_usage=False)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise StageError(f"cannot load the pretrained autoencoder from {name!r} (subfolder {sub!r}) without "
-                         f"downloading: {exc}. Put the SD VAE at that path or in the local hub cache.") from exc
+                         f"downloading: {_one_line(exc)}. Put the SD VAE at that path or in the local hub cache.") from exc
     model = model.to(device).eval().requires_grad_(False)
-    root = local / sub if (local.is_dir() and sub) else local
     files = _weight_files(root) if root.is_dir() else []
     digest = _hash_files(files, extra=f"scale={cfg['pretrained_scale']!r}") if files else \
         hashlib.sha256(f"{name}/{sub}/{cfg['pretrained_scale']}".encode()).hexdigest()[:16]
