@@ -23,6 +23,18 @@ from stage import config as config_mod
 from stage.errors import StageError
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count (--threads, --frames, ...): a whole number >= 1. Zero or a negative is refused,
+    never replaced by a default."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def command_table() -> dict[str, tuple[str, str]]:
     """{NAME: (module name, HELP)} of every command module, without importing them."""
     table = {}
@@ -36,15 +48,22 @@ def command_table() -> dict[str, tuple[str, str]]:
     return dict(sorted(table.items()))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument gets the one error line every other bad input gets (no usage block)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stage", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="stage", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in command_table().items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", action="append", default=[], metavar="YAML",
                        help="config file(s), merged in order (default: the schema's embedded defaults)")
         p.add_argument("--log", metavar="FILE", help="also write everything printed to FILE (Snakemake's log:)")
-        p.add_argument("--threads", type=int, metavar="N",
+        p.add_argument("--threads", type=positive_int, metavar="N",
                        help="CPU threads for torch/BLAS (Snakemake's threads:); default: the libraries' own")
         if name == selected:
             module = importlib.import_module(module_name)
@@ -84,15 +103,18 @@ def _logging_to(path: str | None):
 
 def _limit_threads(argv: list[str]) -> None:
     """Honour --threads before torch or numpy start their pools: two jobs of two threads each on two cores
-    run a small model ~100x slower than one thread each (measured here)."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--threads", type=int)
-    n = pre.parse_known_args(argv)[0].threads
-    if n:
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ[var] = str(n)
-        if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(n)
+    run a small model ~100x slower than one thread each (measured here). A bad value is left to the full
+    parser, which refuses it naming the flag."""
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    pre.add_argument("--threads")
+    try:
+        n = positive_int(pre.parse_known_args(argv)[0].threads or "")
+    except (argparse.ArgumentError, argparse.ArgumentTypeError):
+        return
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,8 +24,14 @@ def add_arguments(parser):
 
 
 def run(args, config):
+    from stage.paths import output_dir, output_file
     from stage.train.loop import Trainer
 
+    # an existing file where a folder goes (or the reverse): one line now, not an OSError steps later
+    output_dir(args.out)
+    for flag, path in (("--loss-log", args.loss_log), ("--metrics", args.metrics)):
+        if path:
+            output_file(path, flag)
     trainer = Trainer(config, args.stage, args.variant, args.cache, args.out, init=args.init, resume=args.resume,
                       loss_log=args.loss_log, metrics=args.metrics, progress=not args.no_progress,
                       throttle=args.throttle)

@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 
 from diffusers import UNet2DConditionModel
-from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
+from stage.errors import StageError
 from stage.model.denoiser import StageModel
+from stage.readback import field, safetensors_header
+
+FIX = "re-run the `stage train` that wrote it (its --out holds model.safetensors)"
 
 
 def save_checkpoint(model: StageModel, path: str | Path, extra: dict | None = None) -> None:
@@ -20,18 +23,56 @@ def save_checkpoint(model: StageModel, path: str | Path, extra: dict | None = No
     save_model(model, str(path), metadata=meta)
 
 
-def read_metadata(path: str | Path) -> dict:
-    with safe_open(str(path), framework="pt") as f:
-        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+def _decode_metadata(path: Path, strings: dict[str, str], fix: str) -> dict:
+    meta = {}
+    for key, text in strings.items():
+        try:
+            meta[key] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StageError(f"{path}: metadata field {key!r} is not valid JSON ({exc.msg}); {fix}") from exc
+    return meta
 
 
-def load_checkpoint(path: str | Path, device: str = "cpu") -> StageModel:
+def read_metadata(path: str | Path, fix: str = FIX) -> dict:
+    """The checkpoint's metadata, JSON-decoded (StageError naming the file when it cannot be read)."""
+    strings, _ = safetensors_header(path, fix)
+    return _decode_metadata(Path(path), strings, fix)
+
+
+def shape_problems(path: Path, shapes: dict[str, list[int]], expected: dict[str, list[int]]) -> str | None:
+    """A one-line account of how a file's tensors differ from the expected names and shapes, or None."""
+    missing = [k for k in expected if k not in shapes]
+    unexpected = [k for k in shapes if k not in expected]
+    wrong = [f"{k} {shapes[k]} != {expected[k]}" for k in expected if k in shapes and list(shapes[k]) != list(expected[k])]
+    if not (missing or unexpected or wrong):
+        return None
+    return (f"{path}: its tensors do not match the ones the config builds (missing {missing[:3]}, unexpected {unexpected[:3]}, "
+            f"wrong shape {wrong[:3]})")
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu", fix: str = FIX) -> StageModel:
     """Rebuild the model from the checkpoint's own config and backbone architecture, load its weights (strict).
 
-    A `pretrained_unet` directory is not re-read: the checkpoint holds every weight.
+    A `pretrained_unet` directory is not re-read: the checkpoint holds every weight. A damaged file, or
+    metadata that builds no model, is a StageError naming the file (and the field).
     """
-    meta = read_metadata(path)
-    backbone = UNet2DConditionModel.from_config(meta["backbone"])
-    model = StageModel.from_config({"model": meta["model"], "diffusion": meta["diffusion"]}, backbone=backbone)
-    load_model(model, str(path), strict=True, device=device)
+    path = Path(path)
+    strings, shapes = safetensors_header(path, fix)
+    meta = _decode_metadata(path, strings, fix)
+    parts = {key: field(meta, key, path, fix, dict) for key in ("backbone", "model", "diffusion")}
+    try:
+        backbone = UNet2DConditionModel.from_config(parts["backbone"])
+        model = StageModel.from_config({"model": parts["model"], "diffusion": parts["diffusion"]}, backbone=backbone)
+    except Exception as exc:  # whatever a config dict of the wrong form makes diffusers or the model raise
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise StageError(f"{path}: its metadata fields 'backbone' / 'model' / 'diffusion' build no model "
+                         f"({detail}); {fix}") from exc
+    problem = shape_problems(path, shapes, {k: list(v.shape) for k, v in model.state_dict().items()})
+    if problem:
+        raise StageError(f"{problem}; {fix}")
+    try:
+        load_model(model, str(path), strict=True, device=str(device))
+    except Exception as exc:  # the header was intact; a read error past it
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise StageError(f"{path}: its tensors cannot be read ({detail}); {fix}") from exc
     return model

@@ -16,16 +16,32 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file, save_model
+from safetensors.torch import save_file, save_model
 
+from stage.digest import file_digest
 from stage.errors import StageError
 from stage.model import StageModel, save_checkpoint
+from stage.model.checkpoint import shape_problems
+from stage.paths import name_problem
+from stage.readback import field, load_safetensors, read_json, safetensors_header
 
 PREFIX = "step-"
+STEP_DIR = re.compile(rf"{PREFIX}(\d+)")
+# what a damaged checkpoint's message suggests; on --resume such a checkpoint is skipped for an older one
+CHECKPOINT_FIX = "resume from an older checkpoint or train again"
+INIT_FIX = ("point --init at the --out of a finished `stage train` of the previous stage (re-run that stage if "
+            "its files are damaged)")
+TRAINED_FIX = "re-run the `stage train` that wrote this folder (its --out)"
+# the state.json fields a resume relies on, and their types
+STATE_FIELDS = (("step", int), ("stage", int), ("variant", (str, type(None))), ("identity", str),
+                ("train_seconds", (int, float)), ("optimizer", dict), ("runner", dict))
+MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")  # AdamW state tensors shaped like their parameter
 
 
 def _tensors_of_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -75,7 +91,10 @@ def save_training_checkpoint(root: Path, step: int, model: StageModel, condition
         _save_conditions(conditions, tmp / "conditions.safetensors", config)
         opt_tensors, opt_meta = _tensors_of_optimizer(optimizer)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": opt_meta, **state}, indent=1))
+        # digests of every other file: a resume verifies them, so damage past a file's header is caught too
+        files = {p.name: file_digest(p) for p in sorted(tmp.iterdir())}
+        (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": opt_meta, **state, "files": files},
+                                                   indent=1))
         shutil.rmtree(final, ignore_errors=True)  # a re-run of the same step after a crash
         os.replace(tmp, final)  # the commit point: the checkpoint exists as a whole or not at all
         for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
@@ -84,11 +103,18 @@ def save_training_checkpoint(root: Path, step: int, model: StageModel, condition
     return final
 
 
+def step_of(path: Path) -> int | None:
+    """The step a checkpoint folder's name says (step-0000200 -> 200); None for other names."""
+    match = STEP_DIR.fullmatch(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
 def list_checkpoints(root: Path) -> list[Path]:
+    """Every checkpoint folder, oldest first, intact or not (read_state / read_training_checkpoint tell)."""
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "state.json").is_file())
+    return sorted((p for p in root.iterdir() if p.is_dir() and step_of(p) is not None), key=step_of)
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -101,17 +127,124 @@ def remove_stale_temporaries(root: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def _damaged(file: Path, what: str) -> StageError:
+    return StageError(f"{file}: {what}; {CHECKPOINT_FIX}")
+
+
+def read_state(path: Path) -> dict:
+    """Checkpoint `path`'s state.json, its fields checked (StageError naming the file and field if damaged)."""
+    file = Path(path) / "state.json"
+    state = read_json(file, CHECKPOINT_FIX)
+    for key, kind in STATE_FIELDS:
+        field(state, key, file, CHECKPOINT_FIX, kind)
+    for key, kind in (("param_groups", list), ("scalars", dict)):
+        field(state["optimizer"], key, file, CHECKPOINT_FIX, kind)
+    folder_step = step_of(path)
+    if folder_step is not None and state["step"] != folder_step:
+        raise _damaged(file, f"field 'step' is {state['step']}, but the folder is that of step {folder_step}")
+    if "files" in state:  # absent from checkpoints written before digests were recorded
+        files = field(state, "files", file, CHECKPOINT_FIX, dict)
+        bad = [n for n, d in files.items() if name_problem(n) or n == "state.json" or not isinstance(d, str)]
+        if bad:
+            raise _damaged(file, f"field 'files' holds unusable entries {bad[:3]}")
+    return state
+
+
+def verify_files(path: Path, state: dict) -> None:
+    """The files state.json recorded are there with the same digests (no-op for checkpoints without them)."""
+    for name, digest in state.get("files", {}).items():
+        file = Path(path) / name
+        if not file.is_file():
+            raise _damaged(file, "file missing")
+        if file_digest(file) != digest:
+            raise _damaged(file, "its content differs from the digest recorded in state.json (a damaged or "
+                                 "replaced file)")
+
+
+@dataclass
+class TrainingCheckpoint:
+    """A checkpoint read into memory and checked against the modules it is for; `apply` loads it."""
+    path: Path
+    state: dict
+    model: dict[str, torch.Tensor]
+    conditions: dict[str, torch.Tensor]
+    optimizer: dict[str, torch.Tensor]
+    extra: dict[str, torch.Tensor]
+
+
+def _check_tensors(file: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """`tensors` (of `file`) have exactly the names, shapes and dtypes of `expected`."""
+    problem = shape_problems(file, {k: list(v.shape) for k, v in tensors.items()},
+                             {k: list(v.shape) for k, v in expected.items()})
+    if problem:
+        raise StageError(f"{problem}; {CHECKPOINT_FIX}")
+    wrong = [f"{k} {tensors[k].dtype}" for k in expected if tensors[k].dtype != expected[k].dtype]
+    if wrong:
+        raise _damaged(file, f"tensors of the wrong dtype {wrong[:3]}")
+
+
+def _check_optimizer(path: Path, tensors: dict[str, torch.Tensor], meta: dict,
+                     optimizer: torch.optim.Optimizer) -> None:
+    """The saved AdamW state fits `optimizer`: same groups and sizes, moments shaped like their parameters
+    (load_state_dict itself would accept wrong shapes and fail only at the next step)."""
+    groups, saved = optimizer.param_groups, meta["param_groups"]
+    if len(saved) != len(groups) or any(not isinstance(g, dict) or not isinstance(g.get("params"), list)
+                                        or len(g["params"]) != len(o["params"]) for g, o in zip(saved, groups)):
+        raise _damaged(path / "state.json", "field 'optimizer.param_groups' does not match the optimizer "
+                                            f"({len(groups)} groups of {[len(g['params']) for g in groups]} weights)")
+    params = [p for g in groups for p in g["params"]]
+    file = path / "optimizer.safetensors"
+    for key in list(tensors) + list(meta["scalars"]):
+        idx, _, name = key.partition(".")
+        if not idx.isdigit() or int(idx) >= len(params) or not name:
+            raise _damaged(file if key in tensors else path / "state.json",
+                           f"optimizer state {key!r} names no weight of the {len(params)} trained")
+        if key in tensors and name in MOMENTS and tensors[key].shape != params[int(idx)].shape:
+            raise _damaged(file, f"tensor {key!r} has shape {list(tensors[key].shape)}, its weight "
+                                 f"{list(params[int(idx)].shape)}")
+
+
+def _check_extra(file: Path, extra: dict[str, torch.Tensor]) -> None:
+    rng = extra.get("rng")
+    if rng is not None and (rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape):
+        raise _damaged(file, f"tensor 'rng' is {rng.dtype} {list(rng.shape)}, not a torch RNG state")
+
+
+def read_training_checkpoint(path: Path, model: StageModel, conditions: torch.nn.Module,
+                             optimizer: torch.optim.Optimizer, rank: int = 0,
+                             state: dict | None = None) -> TrainingCheckpoint:
+    """Checkpoint `path` read and checked against the modules it will be loaded into, which stay untouched:
+    a damaged file is a StageError naming it, and the caller may still fall back to another checkpoint."""
+    path = Path(path)
+    state = read_state(path) if state is None else state
+    weights = load_safetensors(path / "model.safetensors", CHECKPOINT_FIX)
+    cond = load_safetensors(path / "conditions.safetensors", CHECKPOINT_FIX)
+    opt = load_safetensors(path / "optimizer.safetensors", CHECKPOINT_FIX)
+    extra_path = path / f"extra-rank{rank}.safetensors"
+    # a rank the checkpoint did not have (more processes than before) starts without extra tensors
+    extra = load_safetensors(extra_path, CHECKPOINT_FIX) if extra_path.is_file() or rank == 0 else {}
+    verify_files(path, state)  # after the reads, whose messages say more about a truncated or random file
+    _check_tensors(path / "model.safetensors", weights, model.state_dict())
+    _check_tensors(path / "conditions.safetensors", cond, conditions.state_dict())
+    _check_optimizer(path, opt, state["optimizer"], optimizer)
+    _check_extra(extra_path, extra)
+    return TrainingCheckpoint(path, state, weights, cond, opt, extra)
+
+
+def apply_training_checkpoint(found: TrainingCheckpoint, model: StageModel, conditions: torch.nn.Module,
+                              optimizer: torch.optim.Optimizer) -> None:
+    """Load a checked checkpoint into the modules (in place)."""
+    model.load_state_dict(found.model, strict=True)
+    conditions.load_state_dict(found.conditions, strict=True)
+    _load_optimizer(optimizer, found.optimizer, found.state["optimizer"])
+
+
 def load_training_checkpoint(path: Path, model: StageModel, conditions: torch.nn.Module,
                              optimizer: torch.optim.Optimizer, rank: int = 0) -> tuple[dict, dict[str, torch.Tensor]]:
     """Restore weights and optimizer in place; return (state.json, this rank's extra tensors)."""
-    path = Path(path)
-    state = json.loads((path / "state.json").read_text())
-    model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
-    conditions.load_state_dict(load_file(str(path / "conditions.safetensors")), strict=True)
-    _load_optimizer(optimizer, load_file(str(path / "optimizer.safetensors")), state["optimizer"])
-    extra_path = path / f"extra-rank{rank}.safetensors"
-    extra = load_file(str(extra_path)) if extra_path.is_file() else {}
-    return state, extra
+    found = read_training_checkpoint(path, model, conditions, optimizer, rank)
+    apply_training_checkpoint(found, model, conditions, optimizer)
+    return found.state, found.extra
 
 
 def export_weights(out: Path, model: StageModel, conditions: torch.nn.Module, config: dict, meta: dict) -> None:
@@ -125,8 +258,14 @@ def export_weights(out: Path, model: StageModel, conditions: torch.nn.Module, co
     os.replace(tmp_model, out / "model.safetensors")
 
 
-def load_init(directory: Path, model: StageModel, conditions: torch.nn.Module) -> None:
-    """Start from an earlier stage's weights (`--init DIR`).
+@dataclass
+class InitWeights:
+    model: dict[str, torch.Tensor]
+    conditions: dict[str, torch.Tensor]
+
+
+def read_init(directory: Path, model: StageModel, conditions: torch.nn.Module) -> InitWeights:
+    """An earlier stage's weights (`--init DIR`), read and checked against the modules (left untouched).
 
     HTFT fusion weights may be missing (stage 1 trained without them: they keep their identity init)
     or unexpected (a no_htft model starting from a run that had them): every other weight must match.
@@ -136,43 +275,66 @@ def load_init(directory: Path, model: StageModel, conditions: torch.nn.Module) -
     if not mpath.is_file():
         raise StageError(f"--init {directory}: no model.safetensors there; point it at the --out of the previous "
                          "training stage (run `stage train --stage N-1` first)")
-    weights = load_file(str(mpath))
+    weights = load_safetensors(mpath, INIT_FIX)
     own = model.state_dict()
     fusion = "unet.htft."
     missing = [k for k in own if k not in weights and not k.startswith(fusion)]
     unexpected = [k for k in weights if k not in own and not k.startswith(fusion)]
-    wrong = [k for k in own if k in weights and weights[k].shape != own[k].shape]
+    wrong = [k for k in own if k in weights and (weights[k].shape != own[k].shape or weights[k].dtype != own[k].dtype)]
     if missing or unexpected or wrong:
-        raise StageError(f"--init {directory}: its model does not match the configured one (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}, shape mismatch {wrong[:3]}); train it with the same "
-                         "`model` config section")
-    model.load_state_dict({k: v for k, v in weights.items() if k in own}, strict=False)
-    if cpath.is_file():
-        cw = load_file(str(cpath))
-        if set(cw) != set(conditions.state_dict()):
-            raise StageError(f"--init {directory}: conditions.safetensors does not match the `conditions` config")
-        conditions.load_state_dict(cw, strict=True)
+        raise StageError(f"--init {mpath}: its model does not match the configured one (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}, shape or dtype mismatch {wrong[:3]}); train it with the same "
+                         "`model` config section, or re-run that stage if the file is damaged")
+    if not cpath.is_file():  # export_weights writes it before model.safetensors, so its absence is damage
+        raise StageError(f"--init {cpath}: file missing; {INIT_FIX}")
+    cw = load_safetensors(cpath, INIT_FIX)
+    problem = shape_problems(cpath, {k: list(v.shape) for k, v in cw.items()},
+                             {k: list(v.shape) for k, v in conditions.state_dict().items()})
+    if problem:
+        raise StageError(f"--init {problem}; train it with the same `conditions` config section, or re-run that "
+                         "stage if the file is damaged")
+    return InitWeights({k: v for k, v in weights.items() if k in own}, cw)
+
+
+def apply_init(init: InitWeights, model: StageModel, conditions: torch.nn.Module) -> None:
+    model.load_state_dict(init.model, strict=False)
+    conditions.load_state_dict(init.conditions, strict=True)
+
+
+def load_init(directory: Path, model: StageModel, conditions: torch.nn.Module) -> None:
+    """Start from an earlier stage's weights (`--init DIR`); see read_init."""
+    apply_init(read_init(directory, model, conditions), model, conditions)
 
 
 def load_trained(directory: str | Path, config: dict | None = None, device: str = "cpu"):
     """(StageModel, ConditionEncoder) of a finished training run's --out directory, for rollouts.
 
     config: the full config (its `conditions` section builds the encoder); default: the one stored in the files.
+    A damaged file is a StageError naming it.
     """
-    from safetensors import safe_open
-
     from stage.latents.conditions import build_condition_encoder
     from stage.model import load_checkpoint
 
     directory = Path(directory)
-    model = load_checkpoint(directory / "model.safetensors", device=device)
-    with safe_open(str(directory / "conditions.safetensors"), framework="pt") as f:
-        cond_cfg = json.loads((f.metadata() or {})["conditions"])
+    model = load_checkpoint(directory / "model.safetensors", device=device, fix=TRAINED_FIX)
+    cpath = directory / "conditions.safetensors"
+    strings, _ = safetensors_header(cpath, TRAINED_FIX)
     if config is not None:
         cond_cfg = config["conditions"]
-    conditions = build_condition_encoder(cond_cfg, model.unet.unet.config.out_channels, device)
-    cw = load_file(str(directory / "conditions.safetensors"), device=device)
+    else:
+        try:
+            cond_cfg = json.loads(field(strings, "conditions", cpath, TRAINED_FIX, str))
+        except json.JSONDecodeError as exc:
+            raise StageError(f"{cpath}: metadata field 'conditions' is not valid JSON; {TRAINED_FIX}") from exc
+    try:
+        conditions = build_condition_encoder(cond_cfg, model.unet.unet.config.out_channels, device)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StageError(f"{cpath}: metadata field 'conditions' builds no condition encoder "
+                         f"({type(exc).__name__}: {exc}); {TRAINED_FIX}") from exc
+    cw = load_safetensors(cpath, TRAINED_FIX, device=device)
+    problem = shape_problems(cpath, {k: list(v.shape) for k, v in cw.items()},
+                             {k: list(v.shape) for k, v in conditions.state_dict().items()})
+    if problem:
+        raise StageError(f"{problem}; {TRAINED_FIX}")
     conditions.load_state_dict(cw, strict=True)
     return model, conditions
-
-

@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from stage.errors import StageError
 from stage.latents.cache import LatentCache
 from stage.latents.conditions import build_condition_encoder, check_condition_config
 from stage.model import FrameConditions, build_model
+from stage.paths import remove_tree
 from stage.train import checkpointing as ckpt
 from stage.train import distributed
 from stage.train.data import step_generator
@@ -173,40 +173,97 @@ class Trainer:
 
     def _restore(self) -> int:
         self.identity = self._identity()
-        last = ckpt.latest_checkpoint(self.ckpt_root) if self.resume else None
-        if last is not None:
-            state = json.loads((last / "state.json").read_text())
-            if state["stage"] != self.stage or state.get("variant") != self.variant:
-                raise StageError(f"{last} is a checkpoint of stage {state['stage']} variant {state.get('variant')}, "
-                                 f"not of stage {self.stage} variant {self.variant}; use another --out")
-            if state.get("identity") != self.identity:
-                if self.dist.is_main:
-                    print(f"not resuming from {last}: it was trained with other settings, data or --init weights; "
-                          "starting over")
-                last = None
-        distributed.barrier(self.dist)  # every rank has read the checkpoint's state before rank 0 deletes any
+        # read (and check) --init before any checkpoint is deleted: a damaged one must not cost the checkpoints
+        init = ckpt.read_init(Path(self.init), self.model, self.conditions) if self.init is not None else None
+        found = self._choose_checkpoint() if self.resume else None
+        distributed.barrier(self.dist)  # every rank has read its checkpoint before rank 0 deletes any
         if self.dist.is_main:
             ckpt.remove_stale_temporaries(self.ckpt_root)
-            if last is None:  # a fresh run: older checkpoints here must not be mistaken for this run's
-                for old in ckpt.list_checkpoints(self.ckpt_root):
-                    shutil.rmtree(old)
+            for old in ckpt.list_checkpoints(self.ckpt_root):
+                # a fresh run drops them all (they are not this run's); a resume, the damaged ones it skipped,
+                # which a later save's pruning would otherwise keep in place of intact older ones
+                if found is None or ckpt.step_of(old) > found.state["step"]:
+                    remove_tree(old, self.ckpt_root)
         distributed.barrier(self.dist)
         self.resumed_from = None
-        if last is not None:
-            state, extra = ckpt.load_training_checkpoint(last, self.model, self.conditions, self.optimizer,
-                                                         self.dist.rank)
-            if "rng" in extra:
-                torch.set_rng_state(extra["rng"])
-            self.runner.load_state(state.get("runner", {}), extra)
-            self.train_seconds = state["train_seconds"]
-            self.resumed_from = state["step"]
+        if found is not None:
+            ckpt.apply_training_checkpoint(found, self.model, self.conditions, self.optimizer)
+            if "rng" in found.extra:
+                torch.set_rng_state(found.extra["rng"])
+            self.runner.load_state(found.state["runner"], found.extra)
+            self.train_seconds = found.state["train_seconds"]
+            self.resumed_from = found.state["step"]
             if self.dist.is_main:
-                print(f"resuming stage {self.stage} from {last} (step {state['step']})")
-            return state["step"]
-        if self.init is not None:
-            ckpt.load_init(Path(self.init), self.model, self.conditions)
+                print(f"resuming stage {self.stage} from {found.path} (step {self.resumed_from})")
+            return self.resumed_from
+        if init is not None:
+            ckpt.apply_init(init, self.model, self.conditions)
         self.train_seconds = 0.0
         return 0
+
+    def _choose_checkpoint(self) -> ckpt.TrainingCheckpoint | None:
+        """The newest checkpoint that reads back intact, read and checked but not yet loaded; None = start over.
+
+        A damaged one (unreadable file, digest or shape mismatch) is skipped for the next older one, and said
+        so. Every rank takes the same decision: a checkpoint damaged on any rank is skipped on all.
+        """
+        skipped = []
+        for path in reversed(ckpt.list_checkpoints(self.ckpt_root)):
+            state, problem = self._attempt(lambda: ckpt.read_state(path))
+            if distributed.any_rank(self.dist, problem is not None):
+                skipped.append((path, problem or "damaged as another process read it"))
+                continue
+            self._check_same_run(path, state)
+            if state["identity"] != self.identity:
+                return self._start_over(skipped, f"not resuming from {path}: it was trained with other settings, "
+                                                 "data or --init weights; starting over")
+            found, problem = self._attempt(lambda: self._read_checkpoint(path, state))
+            if distributed.any_rank(self.dist, problem is not None):
+                skipped.append((path, problem or "damaged as another process read it"))
+                continue
+            self._say_skipped(skipped, f"resuming from {path}")
+            return found
+        return self._start_over(skipped)
+
+    @staticmethod
+    def _attempt(read):
+        """(what read() returns, None) or (None, the StageError's message)."""
+        try:
+            return read(), None
+        except StageError as exc:
+            return None, str(exc)
+
+    def _read_checkpoint(self, path: Path, state: dict) -> ckpt.TrainingCheckpoint:
+        found = ckpt.read_training_checkpoint(path, self.model, self.conditions, self.optimizer, self.dist.rank,
+                                              state=state)
+        self.runner.check_state(state["runner"], found.extra, path / "state.json",
+                                path / f"extra-rank{self.dist.rank}.safetensors")
+        return found
+
+    def _check_same_run(self, path: Path, state: dict) -> None:
+        if state["stage"] != self.stage or state["variant"] != self.variant:
+            raise StageError(f"{path} is a checkpoint of stage {state['stage']} variant {state['variant']}, "
+                             f"not of stage {self.stage} variant {self.variant}; use another --out")
+
+    def _start_over(self, skipped: list, note: str | None = None) -> None:
+        """None (train from the start, or from --init), after saying why; StageError where there is no --init."""
+        if self.stage > 1 and self.init is None:
+            reason = f" ({skipped[0][1]})" if skipped else ""
+            raise StageError(f"stage {self.stage} cannot resume from {self.ckpt_root}: no checkpoint there is intact "
+                             f"and of these settings{reason}; starting over needs --init DIR (the --out of "
+                             f"`stage train --stage {self.stage - 1}`)")
+        self._say_skipped(skipped, "starting over" if note else "no intact checkpoint is left: starting over")
+        if note:
+            self._say(note)
+        return None
+
+    def _say(self, line: str) -> None:
+        if self.dist.is_main:
+            print(line, flush=True)
+
+    def _say_skipped(self, skipped: list, then: str) -> None:
+        for path, problem in skipped:
+            self._say(f"skipping damaged checkpoint {path}: {problem}; {then}")
 
     def _save(self, step: int) -> Path:
         if not all(bool(torch.isfinite(p).all()) for p in self.trainable):

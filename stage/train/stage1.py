@@ -22,6 +22,9 @@ class StageRunner:
     def state_tensors(self) -> dict:
         return {}
 
+    def check_state(self, state: dict, tensors: dict, state_file, tensors_file) -> None:
+        """StageError naming the file when a checkpoint's runner state cannot be loaded (before anything is)."""
+
     def load_state(self, state: dict, tensors: dict) -> None:
         pass
 

@@ -18,12 +18,15 @@ from pathlib import Path
 
 import torch
 
+from stage.errors import StageError
 from stage.model import new_buffers, sample_frame
+from stage.readback import field
 from stage.train.data import frame_of, indices_for_step, window_batch
 from stage.train.loop import _append_csv, _truncate_csv, frame_conditions
 from stage.train.stage1 import StageRunner
 from stage.train.stage2 import make_windows, stream_loss
 
+POOL = ("pool_index", "pool_cond", "pool_real")  # what a checkpoint holds of the pool of generated inputs
 COLLECT_FIELDS = ("collection", "step", "W", "windows", "frames", "real_cf_fraction", "sources")
 
 
@@ -109,6 +112,34 @@ class Stage3(StageRunner):
         if self.pool_index is None:
             return {}
         return {"pool_index": self.pool_index, "pool_cond": self.pool_cond, "pool_real": self.pool_real}
+
+    def check_state(self, state: dict, tensors: dict, state_file, tensors_file) -> None:
+        from stage.train.checkpointing import CHECKPOINT_FIX
+
+        for key in ("pool_pos", "collections"):
+            if field(state, key, state_file, CHECKPOINT_FIX, int) < 0:
+                raise StageError(f"{state_file}: field 'runner.{key}' is negative; {CHECKPOINT_FIX}")
+        field(state, "W", state_file, CHECKPOINT_FIX, (int, type(None)))
+        problem = self._pool_problem(tensors, state["pool_pos"])
+        if problem:
+            raise StageError(f"{tensors_file}: its stage-3 pool {problem}; {CHECKPOINT_FIX}")
+
+    def _pool_problem(self, tensors: dict, pool_pos: int) -> str | None:
+        held = [k for k in POOL if k in tensors]
+        if not held:
+            return None
+        if len(held) < len(POOL):
+            return f"holds {held}, not all of {list(POOL)}"
+        index, cond, real = (tensors[k] for k in POOL)
+        if index.dtype != torch.int64 or real.dtype != torch.bool or index.dim() != 1 or cond.dim() != 5:
+            return f"tensors have the wrong dtype or rank ({index.dtype} {index.dim()}-d, {real.dtype}, {cond.dim()}-d)"
+        if cond.shape[0] != index.shape[0] or list(real.shape) != list(cond.shape[:2]):
+            return f"tensors disagree in size ({list(index.shape)}, {list(cond.shape)}, {list(real.shape)})"
+        if pool_pos > len(index):
+            return f"has {len(index)} windows, fewer than the recorded position {pool_pos}"
+        if len(index) and not (0 <= int(index.min()) and int(index.max()) < len(self.windows)):
+            return f"names windows outside the cache's {len(self.windows)}"
+        return None
 
     def load_state(self, state: dict, tensors: dict) -> None:
         self.pool_pos, self.collections, self.w = state["pool_pos"], state["collections"], state["W"]
