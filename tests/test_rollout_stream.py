@@ -65,9 +65,7 @@ def test_resumed_rollout_makes_the_same_frames(setup, uninterrupted, tmp_path):
     assert not work_dir(out).exists()
 
 
-def test_resume_refuses_other_settings(setup, tmp_path):
-    from stage.errors import StageError
-
+def test_resume_of_other_settings_starts_over(setup, tmp_path, capsys):
     out = tmp_path / "r"
 
     def stop(t):
@@ -76,8 +74,11 @@ def test_resume_refuses_other_settings(setup, tmp_path):
 
     with pytest.raises(Interrupt):
         run(setup, out, n_frames=20, on_frame=stop)
-    with pytest.raises(StageError, match="n_frames"):
-        run(setup, out, n_frames=30, resume=True)
+    capsys.readouterr()
+    result = run(setup, out, n_frames=30, resume=True)
+    printed = capsys.readouterr().out
+    assert "starting over" in printed and "n_frames" in printed
+    assert result["status"] == "done" and result["meta"]["resumed_at"] == [] and result["meta"]["n_frames"] == 30
 
 
 def test_buffers_hold_at_most_n_frames(setup, tmp_path):

@@ -5,6 +5,8 @@ HELP = "Stream a trained model into a long video (600 frames by default) of one 
 
 
 def add_arguments(parser):
+    from stage.cli import positive_int
+
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
                         help="the --out folder of `stage train` (model.safetensors + conditions.safetensors)")
     parser.add_argument("--autoencoder", metavar="DIR", help="trained autoencoder (default: autoencoder.path)")
@@ -18,7 +20,7 @@ def add_arguments(parser):
     parser.add_argument("--variant", required=True, metavar="NAME", help="variant name recorded in meta.json")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="the rollout folder to write (e.g. results/rollouts/<variant>/<scene>)")
-    parser.add_argument("--frames", type=int, metavar="N", help="frames to generate (default: rollout.frames)")
+    parser.add_argument("--frames", type=positive_int, metavar="N", help="frames to generate (default: rollout.frames)")
     parser.add_argument("--seed", type=int, help="noise seed (default: rollout.seed)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted rollout from its last state checkpoint")
@@ -30,11 +32,17 @@ def run(args, config):
 
     import torch
 
+    from stage.errors import StageError
     from stage.latents.autoencoder import load_codec
     from stage.latents.cache import LatentCache
+    from stage.paths import output_dir
     from stage.rollout.loading import load_for_rollout
     from stage.rollout.streaming import STOPPED, find_scene, rollout
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise StageError(f"--out {out} is an existing file, not a rollout folder; pass a folder path")
+    output_dir(out.parent)  # the rollout works in a sibling folder, renamed to --out when complete
     rcfg = config["rollout"]
     if args.seed is not None:
         config["rollout"]["seed"] = args.seed
@@ -48,7 +56,6 @@ def run(args, config):
     if dataroot is None and args.data:
         dataroot = find_scene(args.data, args.scene).meta.get("source", {}).get("dataroot")
     if dataroot is not None and not Path(dataroot).is_dir():
-        from stage.errors import StageError
         raise StageError(f"--dataroot {dataroot} does not exist; pass the nuScenes-format root holding maps/")
     result = rollout(model, conditions, codec, cache, args.scene, args.out, config, variant=args.variant,
                      data_dir=args.data, dataroot=dataroot, n_frames=args.frames, resume=args.resume,

@@ -6,7 +6,9 @@ writes
     <out>/metrics.json      rows (each variant, noise_floor, ceiling) x metrics, names, protocol hashes
     <out>/segments.csv      variant, segment_start, segment_end, metric, value, n, name, protocol_hash
     <out>/real_stats/<family>-<real protocol hash>.npz   mean / covariance (float64) of the real features
-                            (all, subset_a, subset_b), computed once per protocol hash and reused
+                            (all, subset_a, subset_b), keyed on the protocol hash and the digest of the
+                            ground-truth frames.npy files; reused only while both match (checked on every
+                            read), recomputed (with one printed line) when stale or damaged
 
 Rows:
 - one per variant: FID(-proxy) of all scored frames and FVD(-proxy) of clips at stride
@@ -35,13 +37,18 @@ from tqdm import tqdm
 from stage.atomic import write_text
 from stage.config import section_hash
 from stage.data.scene_format import open_split
+from stage.digest import file_digest
 from stage.errors import StageError
 from stage.evaluate import drift, frechet, paired, protocol, temporal
 from stage.evaluate.backbones import Backbone, load_backbones
-from stage.evaluate.inputs import Video, find_reconstructions, find_rollouts, run_length
+from stage.evaluate.inputs import Video, find_reconstructions, find_rollouts, load_frames, run_length
+from stage.paths import output_dir, output_file
+from stage.readback import read_json
 
 FORMAT_VERSION = 1
 SEGMENT_COLUMNS = ("variant", "segment_start", "segment_end", "metric", "value", "n", "name", "protocol_hash")
+RERUN_EXTRACT = "re-run `stage extract` for the ground-truth split"
+RECOMPUTE = "recomputing the real statistics"
 
 
 def _device_name(device: str) -> str:
@@ -53,8 +60,8 @@ def _device_name(device: str) -> str:
 class _Evaluation:
     """State of one evaluation run: config, detectors, ground truth, real statistics, outputs."""
 
-    def __init__(self, cfg: dict, fid: Backbone, fvd: Backbone, gt: dict, scenes: list[str], horizon: int,
-                 fps, progress: bool):
+    def __init__(self, cfg: dict, fid: Backbone, fvd: Backbone, gt: dict[str, Video], scenes: list[str],
+                 horizon: int, fps, progress: bool):
         self.cfg, self.fid, self.fvd, self.gt, self.scenes = cfg, fid, fvd, gt, scenes
         self.horizon, self.fps, self.progress = horizon, fps, progress
         self.first = cfg["exclude_first_frames"]
@@ -100,7 +107,8 @@ class _Evaluation:
 
     # ---- real statistics -----------------------------------------------------------------------
     def real_side(self, out_dir: Path):
-        """Ground-truth scores per scene and the pooled real statistics (cached per protocol hash)."""
+        """Ground-truth scores per scene and the pooled real statistics (cached per protocol hash and
+        ground-truth digest)."""
         self.gt_scores, self.real_end = {}, {}
         for name in tqdm(self.scenes, desc="ground truth", disable=not self.progress, leave=False):
             frames = self.gt[name].frames
@@ -117,6 +125,8 @@ class _Evaluation:
         selection = {"scenes": self.scenes, "frame_ranges": {s: [self.first, self.real_end[s]] for s in self.scenes},
                      "noise_floor_split": f"alternating blocks of {self.L} frames"}
         self.real, self.real_protocol, self.real_paths = {}, {}, {}
+        self.real_digest = file_digest(*(self.gt[s].path for s in self.scenes))
+        output_dir(out_dir / "real_stats")
         for key, bb in (("fid", self.fid), ("fvd", self.fvd)):
             sel = dict(selection, stride=1 if key == "fid" else self.cfg["fvd_clip_stride"],
                        start_offset=self.first)
@@ -139,16 +149,37 @@ class _Evaluation:
             proto["n_clips"] = {"all": len(pooled[0]), "subset_a": len(pooled[1]), "subset_b": len(pooled[2])}
             h = protocol.protocol_hash(proto)
             path = out_dir / "real_stats" / f"{bb.family}-{h}.npz"
-            if path.is_file():
-                stats, _ = frechet.load_stats(path)
-            else:
+            stats = self._cached_stats(path, h, pooled[0])
+            if stats is None:
                 if len(pooled[0]) < 2:
                     raise StageError(f"only {len(pooled[0])} real {'frames' if key == 'fid' else 'clips'} to fit "
                                      f"{bb.family} statistics: the ground truth is too short for this protocol "
                                      "(fvd_clip_frames, exclude_first_frames); use longer scenes or shorter clips")
                 stats = {k: frechet.fit(x) for k, x in zip(("all", "subset_a", "subset_b"), pooled) if len(x) >= 2}
-                frechet.save_stats(path, stats, {**proto, "hash": h})
+                frechet.save_stats(path, stats, {**proto, "hash": h, "real_frames_digest": self.real_digest})
             self.real[key], self.real_protocol[key], self.real_paths[key] = stats, proto, path
+
+    def _cached_stats(self, path: Path, proto_hash: str, features: np.ndarray):
+        """The statistics in `path` if they were computed under this protocol from these ground-truth frames
+        (and fit `features`); None, said why in one printed line, when they must be recomputed."""
+        if not path.is_file():
+            return None
+        try:
+            stats, info = frechet.load_stats(path, RECOMPUTE)
+        except StageError as exc:
+            print(exc)
+            return None
+        stale = [f"{k} {info.get(k)!r}, now {v!r}" for k, v in (("hash", proto_hash),
+                                                                ("real_frames_digest", self.real_digest))
+                 if info.get(k) != v]
+        dims = features.shape[1] if features.ndim == 2 else None
+        if not stale and (stats["all"].mu.shape[0] != dims or stats["all"].n != len(features)):
+            stale = [f"{stats['all'].n} samples of dimension {stats['all'].mu.shape[0]}, now {len(features)} of {dims}"]
+        if stale:
+            print(f"{path}: computed from other ground truth or under another protocol ({'; '.join(stale)}); "
+                  f"{RECOMPUTE}")
+            return None
+        return stats
 
     # ---- rows ----------------------------------------------------------------------------------
     def _fd(self, key: str, feats: np.ndarray):
@@ -291,23 +322,28 @@ def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions
     metrics_path (default <out_dir>/metrics.json), <out_dir>/segments.csv and real_stats/; return the
     metrics.json dict. `cfg` is the validated `evaluate` config section."""
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_dir(out_dir)
+    if metrics_path:
+        metrics_path = output_file(metrics_path, "--metrics")
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     rollouts = find_rollouts(rollouts_dir)
-    gt = {s.name: s for s in open_split(ground_truth_dir)}
-    order = list(gt)
+    split = {s.name: s for s in open_split(ground_truth_dir)}
+    order = list(split)
+    gt: dict[str, Video] = {}
     for variant, videos in rollouts.items():
         for name, video in videos.items():
-            if name not in gt:
+            if name not in split:
                 raise StageError(f"{video.path}: scene {name} is not in the ground-truth split {ground_truth_dir} "
                                  f"(it has {order[:5]}{'...' if len(order) > 5 else ''}); pass the extracted split "
                                  "the rollouts were made from with --ground-truth.")
+            if name not in gt:
+                path = split[name].path / "frames.npy"
+                gt[name] = Video(name, path, load_frames(path, RERUN_EXTRACT), None, [])
             gshape = gt[name].frames.shape[1:]
             if video.frames.shape[1:] != gshape:
                 raise StageError(f"{video.path}: frames are {video.frames.shape[1]}x{video.frames.shape[2]} but the "
-                                 f"ground truth {gt[name].path / 'frames.npy'} is {gshape[0]}x{gshape[1]}; "
+                                 f"ground truth {gt[name].path} is {gshape[0]}x{gshape[1]}; "
                                  "evaluate rollouts against the split extracted at the generation resolution.")
     if cfg["scenes"]:
         keep = set(cfg["scenes"])
@@ -318,7 +354,7 @@ def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions
     scenes = [s for s in order if any(s in vids for vids in rollouts.values())]
     longest = max(len(x.frames) for vids in rollouts.values() for x in vids.values())
     horizon = min(longest, cfg["max_frames"]) if cfg["max_frames"] else longest
-    fps = gt[scenes[0]].meta.get("fps")
+    fps = read_json(split[scenes[0]].path / "meta.json", RERUN_EXTRACT).get("fps")
     fid, fvd = load_backbones(cfg)
     ev = _Evaluation(cfg, fid, fvd, gt, scenes, horizon, fps, progress)
     ev.real_side(out_dir)
@@ -367,7 +403,8 @@ def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions
         "segment_length": ev.L,
         "real_statistics": {k: {"path": str(ev.real_paths[k].relative_to(out_dir)),
                                 "protocol_hash": protocol.protocol_hash(ev.real_protocol[k]),
-                                "n": ev.real[k]["all"].n} for k in ("fid", "fvd")},
+                                "ground_truth_digest": ev.real_digest, "n": ev.real[k]["all"].n}
+                            for k in ("fid", "fvd")},
         "config": cfg,
         "config_hash": section_hash(cfg),
         "rows": rows,

@@ -84,14 +84,33 @@ def save_stats(path: str | Path, stats: dict[str, GaussianStats], info: dict) ->
     os.replace(tmp, path)
 
 
-def load_stats(path: str | Path) -> tuple[dict[str, GaussianStats], dict]:
-    """Inverse of save_stats: ({name: GaussianStats}, info)."""
+def load_stats(path: str | Path, fix: str = "delete it to recompute") -> tuple[dict[str, GaussianStats], dict]:
+    """Inverse of save_stats: ({name: GaussianStats}, info); StageError naming the file (ending in `fix`)
+    when it is damaged or its arrays do not form Gaussian statistics."""
     try:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             info = json.loads(str(data["info_json"]))
             keys = sorted({k[:-3] for k in data.files if k.endswith("_mu")})
             stats = {k: GaussianStats(data[f"{k}_mu"].astype(np.float64), data[f"{k}_sigma"].astype(np.float64),
                                       int(data[f"{k}_n"]), info) for k in keys}
-    except (OSError, KeyError, ValueError) as exc:
-        raise StageError(f"{path}: not a readable statistics file ({exc}); delete it to recompute") from exc
+    except Exception as exc:  # zipfile, numpy and json each raise their own errors for damaged files
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise StageError(f"{path}: not a readable statistics file ({detail}); {fix}") from exc
+    problem = _stats_problem(stats, info)
+    if problem:
+        raise StageError(f"{path}: {problem}; {fix}")
     return stats, info
+
+
+def _stats_problem(stats: dict[str, GaussianStats], info) -> str | None:
+    if not isinstance(info, dict):
+        return "its info_json is not a JSON object"
+    if "all" not in stats:
+        return "it holds no 'all' statistics"
+    for key, s in stats.items():
+        d = s.mu.shape[0] if s.mu.ndim == 1 else -1
+        if d < 1 or s.sigma.shape != (d, d) or s.n < 2:
+            return f"its {key!r} statistics have mu {s.mu.shape}, sigma {s.sigma.shape}, n {s.n}"
+        if not (np.isfinite(s.mu).all() and np.isfinite(s.sigma).all()):
+            return f"its {key!r} statistics are not finite"
+    return None

@@ -2,6 +2,7 @@
 
     <rollouts>/<variant>/<scene>/frames.npy   uint8 (T, H, W, 3) decoded generated frames (lossless)
     <rollouts>/<variant>/<scene>/meta.json    {"variant", "scene", "n_frames", "layout_source", "gt_frames"}
+    <rollouts>/<variant>/<scene>/latents.safetensors   (optional, not scored: its header is checked)
     <reconstructions>/<scene>/frames.npy      uint8 (T, H, W, 3) ground truth encoded + decoded by our AE
 
 Folders whose name starts with '.' or '_' are skipped (temporary names of writers that rename into place).
@@ -9,13 +10,17 @@ Folders whose name starts with '.' or '_' are skipped (temporary names of writer
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from stage.errors import StageError
+from stage.readback import field, load_npy, read_json, safetensors_header
+
+RERUN_ROLLOUT = "re-run `stage rollout` for this scene (or remove its folder)"
+RERUN_RECONSTRUCT = "re-run `stage reconstruct` for this scene"
+RERUN_STEP = "re-run the step that writes it (stage rollout, or the autoencoder reconstruction)"
 
 
 @dataclass
@@ -33,14 +38,11 @@ def _visible_dirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
-def load_frames(path: Path) -> np.ndarray:
+def load_frames(path: Path, fix: str = RERUN_STEP) -> np.ndarray:
+    """uint8 (T, H, W, 3) frames, memory-mapped; StageError naming the file when it is missing or damaged."""
     if not path.is_file():
-        raise StageError(f"{path} is missing; each scene folder must hold frames.npy (uint8 (T, H, W, 3)). "
-                         "Re-run the step that writes it (stage rollout, or the autoencoder reconstruction).")
-    try:
-        arr = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise StageError(f"{path} is not a readable .npy file ({exc}); re-run the step that writes it.") from exc
+        raise StageError(f"{path} is missing; each scene folder must hold frames.npy (uint8 (T, H, W, 3)); {fix}")
+    arr = load_npy(path, fix)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or len(arr) < 1:
         raise StageError(f"{path}: expected uint8 (T, H, W, 3) frames, got {arr.dtype} {arr.shape}. Frames must be "
                          "decoded, lossless uint8 RGB (never re-read from mp4 previews).")
@@ -87,6 +89,16 @@ def run_length(labels: list[str]) -> list[list]:
     return out
 
 
+def check_latents(path: Path, n_frames: int) -> None:
+    """A rollout's latents.safetensors, when there, must read back and hold one latent per frame (it is not
+    scored, but a damaged one means the folder is not what `stage rollout` wrote)."""
+    if not path.exists():
+        return
+    _, shapes = safetensors_header(path, RERUN_ROLLOUT)
+    if "latents" not in shapes or not shapes["latents"] or shapes["latents"][0] != n_frames:
+        raise StageError(f"{path}: expected a 'latents' tensor of {n_frames} frames, found {shapes}; {RERUN_ROLLOUT}")
+
+
 def find_rollouts(root: str | Path) -> dict[str, dict[str, Video]]:
     """{variant: {scene: Video}} of every variant folder under `root` (any set of variants)."""
     root = Path(root)
@@ -101,14 +113,11 @@ def find_rollouts(root: str | Path) -> dict[str, dict[str, Video]]:
             if not meta_path.is_file():
                 raise StageError(f"{meta_path} is missing: {sdir} is not a complete rollout (meta.json is written "
                                  "with the frames). Re-run the rollout for this scene or remove the folder.")
-            try:
-                meta = json.loads(meta_path.read_text())
-            except json.JSONDecodeError as exc:
-                raise StageError(f"{meta_path} is not valid JSON ({exc}); re-run the rollout.") from exc
-            frames = load_frames(sdir / "frames.npy")
-            gt_frames = meta.get("gt_frames")
-            scenes[sdir.name] = Video(sdir.name, sdir / "frames.npy", frames,
-                                      None if gt_frames is None else int(gt_frames),
+            meta = read_json(meta_path, RERUN_ROLLOUT)
+            gt_frames = None if meta.get("gt_frames") is None else field(meta, "gt_frames", meta_path, RERUN_ROLLOUT, int)
+            frames = load_frames(sdir / "frames.npy", RERUN_ROLLOUT)
+            check_latents(sdir / "latents.safetensors", len(frames))
+            scenes[sdir.name] = Video(sdir.name, sdir / "frames.npy", frames, gt_frames,
                                       parse_layout_source(meta.get("layout_source"), len(frames), str(meta_path)))
         if scenes:
             found[vdir.name] = scenes
@@ -128,5 +137,5 @@ def find_reconstructions(root: str | Path, scenes: list[str]) -> dict[str, Video
     if missing:
         raise StageError(f"{root} lacks reconstructions of scenes {missing} ({root / missing[0] / 'frames.npy'}); "
                          "reconstruct every evaluated scene, or omit --reconstructions.")
-    return {s: Video(s, root / s / "frames.npy", load_frames(root / s / "frames.npy"), None, [])
+    return {s: Video(s, root / s / "frames.npy", load_frames(root / s / "frames.npy", RERUN_RECONSTRUCT), None, [])
             for s in scenes}

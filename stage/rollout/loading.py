@@ -13,10 +13,12 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from stage.digest import file_digest
 from stage.errors import StageError
+from stage.readback import safetensors_header
+
+REEXPORT = "re-export it with `stage train`"
 
 
 def checkpoint_files(path: str | Path) -> tuple[Path, Path]:
@@ -33,12 +35,11 @@ def checkpoint_files(path: str | Path) -> tuple[Path, Path]:
 
 
 def _metadata(path: Path) -> tuple[dict, dict[str, list[int]]]:
+    strings, shapes = safetensors_header(path, REEXPORT)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise StageError(f"{path} is not a readable safetensors checkpoint ({exc}); re-export it with `stage train`") from exc
+        meta = {k: json.loads(v) for k, v in strings.items()}
+    except json.JSONDecodeError as exc:
+        raise StageError(f"{path}: its metadata is not JSON ({exc}); {REEXPORT}") from exc
     return meta, shapes
 
 
@@ -73,11 +74,12 @@ def check_against_config(model_path: Path, cond_path: Path, config: dict) -> dic
     from stage.model import build_model
 
     meta, shapes = _metadata(model_path)
-    if "model" not in meta or "diffusion" not in meta:
+    htft = meta.get("model", {}).get("htft") if isinstance(meta.get("model"), dict) else None
+    if not all(isinstance(meta.get(k), dict) for k in ("model", "diffusion", "backbone")) or not isinstance(htft, dict):
         raise StageError(f"{model_path} carries no model/diffusion config metadata: it was not written by "
                          "stage.model.save_checkpoint (`stage train`)")
     expect_cfg = json.loads(json.dumps(config))
-    expect_cfg["model"]["htft"]["enabled"] = bool(meta["model"]["htft"]["enabled"])
+    expect_cfg["model"]["htft"]["enabled"] = bool(htft.get("enabled"))
     problems = []
     if not expect_cfg["model"].get("pretrained_unet"):  # else the architecture comes from files, not the config
         with torch.device("meta"):

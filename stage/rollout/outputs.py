@@ -16,19 +16,23 @@ import torch
 from safetensors.torch import save_file
 
 from stage.atomic import write_text
+from stage.errors import StageError
+from stage.readback import load_npy
 
 
 class FrameFile:
-    """frames.npy of (T, H, W, 3) uint8, filled frame by frame."""
+    """frames.npy of (T, H, W, 3) uint8, filled frame by frame. Opening an existing one (create=False, a
+    resume) checks its header and size first: StageError (ending in `fix`) when it does not fit."""
 
-    def __init__(self, path: Path, n_frames: int, height: int, width: int, create: bool):
+    def __init__(self, path: Path, n_frames: int, height: int, width: int, create: bool, fix: str = ""):
+        self.fd = None
         self.path, self.shape = Path(path), (n_frames, height, width, 3)
-        if create or not self.path.is_file():
+        if create:
             arr = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8, shape=self.shape)
             del arr
-        existing = np.load(self.path, mmap_mode="r")
-        if existing.shape != self.shape or existing.dtype != np.uint8:
-            raise ValueError(f"{self.path} holds {existing.dtype} {existing.shape}, expected uint8 {self.shape}")
+        existing = load_npy(self.path, fix, dtype=np.uint8)
+        if existing.shape != self.shape:
+            raise StageError(f"{self.path}: holds frames of shape {existing.shape}, not {self.shape}; {fix}")
         self.offset = existing.offset
         del existing
         self.frame_bytes = height * width * 3

@@ -4,25 +4,33 @@
                                                   generator RNG state, StepBuffers contents
     <work>/state/frame-000060/state.json          next frame index, buffer layout, settings, timings so far
 
-A state directory is written as .tmp-frame-NNNNNN and renamed: it exists whole or not at all, and only
-the newest one is kept. Buffer tensors are named "buffer.<step>.<age>.<skip>", age 0 = the oldest frame
-still held; restoring pushes them back in that order.
+A state directory is written as .tmp-frame-NNNNNN and renamed: it exists whole or not at all. The newest
+KEEP of them are kept, so a resume whose newest state was damaged afterwards falls back to the one
+before. Buffer tensors are named "buffer.<step>.<age>.<skip>", age 0 = the oldest frame still held;
+restoring pushes them back in that order. load_state checks both files against each other and refuses a
+damaged state with one StageError line naming the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from stage import readback
+from stage.errors import StageError
 from stage.model import StepBuffers
+from stage.paths import remove_tree
 
 PREFIX = "frame-"
+KEEP = 2
+DISCARD = "discarding this state"  # what resume does with a damaged state (the remedy text of its errors)
+TIMING_LISTS = ("per_frame_s", "resumed_at", "state_saves_s")
+TIMING_DICTS = ("memory_mb_at", "rss_mb_at")
 
 
 @dataclass
@@ -65,7 +73,7 @@ def save_state(root: Path, state: StreamState) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     name = f"{PREFIX}{state.next_frame:06d}"
     tmp, final = root / f".tmp-{name}", root / name
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_tree(tmp, root)
     tmp.mkdir()
     tensors, layout = buffer_tensors(state.buffers)
     tensors.update(latents=state.latents.detach().cpu().contiguous().clone(),
@@ -73,25 +81,95 @@ def save_state(root: Path, state: StreamState) -> Path:
     save_file(tensors, str(tmp / "state.safetensors"))
     (tmp / "state.json").write_text(json.dumps({"next_frame": state.next_frame, "buffers": layout, **state.info},
                                                indent=1))
-    shutil.rmtree(final, ignore_errors=True)
+    remove_tree(final, root)
     os.replace(tmp, final)  # the commit point
-    for old in root.iterdir():
-        if old != final and old.name.startswith((PREFIX, ".tmp-")):
-            shutil.rmtree(old, ignore_errors=True)
+    kept = states(root)[:KEEP]
+    for old in list(root.iterdir()):
+        if old.name.startswith(".tmp-") or (old.name.startswith(PREFIX) and old not in kept):
+            remove_tree(old, root)
     return final
 
 
-def latest_state(root: Path) -> Path | None:
+def states(root: Path) -> list[Path]:
+    """The committed state directories under `root`, newest first."""
     root = Path(root)
-    found = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
-                   and (p / "state.json").is_file()) if root.is_dir() else []
-    return found[-1] if found else None
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)), reverse=True)
 
 
-def load_state(path: Path, device="cpu") -> StreamState:
+def latest_state(root: Path) -> Path | None:
+    found = [p for p in states(root) if (p / "state.json").is_file()]
+    return found[0] if found else None
+
+
+def _check_layout(layout: dict, tensors: dict, next_frame: int, where: Path) -> None:
+    """StageError unless the buffer layout in state.json describes the buffer tensors that are there."""
+    if not isinstance(layout.get("enabled"), bool):
+        raise StageError(f"{where}: field 'buffers' has no boolean 'enabled'; {DISCARD}")
+    expected = set()
+    if layout["enabled"]:
+        steps = readback.field(layout, "num_steps", where, DISCARD, int)
+        size = readback.field(layout, "size", where, DISCARD, int)
+        lengths = readback.field(layout, "lengths", where, DISCARD, list)
+        if size < 1 or len(lengths) != steps or any(n != min(next_frame, size) for n in lengths):
+            raise StageError(f"{where}: field 'buffers' holds lengths {lengths[:4]} for {steps} steps of size {size}, "
+                             f"which a state of frame {next_frame} cannot have; {DISCARD}")
+        expected = {(step, age) for step in range(steps) for age in range(lengths[step])}
+    found: dict[tuple[int, int], dict[int, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        if key.startswith("buffer."):
+            parts = key.split(".")
+            if len(parts) != 4 or not all(p.isdigit() for p in parts[1:]):
+                raise StageError(f"{where.with_name('state.safetensors')}: unexpected tensor {key!r}; {DISCARD}")
+            found.setdefault((int(parts[1]), int(parts[2])), {})[int(parts[3])] = tensor
+    if set(found) != expected:
+        raise StageError(f"{where.with_name('state.safetensors')}: its buffer tensors do not match the layout in "
+                         f"{where.name} ({len(found)} entries, {len(expected)} expected); {DISCARD}")
+    shapes = {tuple((i, tuple(t.shape)) for i, t in sorted(skips.items())) for skips in found.values()}
+    if len(shapes) > 1:
+        raise StageError(f"{where.with_name('state.safetensors')}: its buffer tensors differ in shape from frame to "
+                         f"frame; {DISCARD}")
+
+
+def _check_tensors(tensors: dict, next_frame: int, latent_shape, where: Path) -> None:
+    missing = [k for k in ("latents", "prev_latent", "rng") if k not in tensors]
+    if missing:
+        raise StageError(f"{where}: tensors {missing} are missing; {DISCARD}")
+    shape = tuple(latent_shape) if latent_shape is not None else tuple(tensors["latents"].shape[1:])
+    wrong = [f"{k} {list(tensors[k].shape)} (expected {list(want)})"
+             for k, want in (("latents", (next_frame, *shape)), ("prev_latent", (1, *shape)))
+             if tuple(tensors[k].shape) != want]
+    if tensors["rng"].dtype != torch.uint8 or tensors["rng"].ndim != 1:
+        wrong.append(f"rng {tensors['rng'].dtype} {list(tensors['rng'].shape)} (expected a uint8 vector)")
+    if wrong:
+        raise StageError(f"{where}: wrong shape: {'; '.join(wrong)}; {DISCARD}")
+    if not all(bool(torch.isfinite(tensors[k]).all()) for k in ("latents", "prev_latent")):
+        raise StageError(f"{where}: latents are not finite; {DISCARD}")
+
+
+def _read_info(json_path: Path) -> dict:
+    info = readback.read_json(json_path, DISCARD)
+    next_frame = readback.field(info, "next_frame", json_path, DISCARD, int)
+    if next_frame < 1:
+        raise StageError(f"{json_path}: field 'next_frame' is {next_frame}, not a frame index >= 1; {DISCARD}")
+    readback.field(info, "buffers", json_path, DISCARD, dict)
+    readback.field(info, "settings", json_path, DISCARD, dict)
+    timings = readback.field(info, "timings", json_path, DISCARD, dict)
+    for key, kind in [(k, list) for k in TIMING_LISTS] + [(k, dict) for k in TIMING_DICTS]:
+        readback.field(timings, key, json_path, DISCARD, kind)
+    return info
+
+
+def load_state(path: Path, device="cpu", latent_shape=None) -> StreamState:
+    """The state in `path`, both files checked (against `latent_shape`, (C, h, w), when given)."""
     path = Path(path)
-    info = json.loads((path / "state.json").read_text())
-    tensors = load_file(str(path / "state.safetensors"))
-    buffers = restore_buffers(tensors, info.pop("buffers"), device)
-    return StreamState(info.pop("next_frame"), tensors["latents"], tensors["prev_latent"].to(device),
-                       tensors["rng"], buffers, info)
+    json_path, tensor_path = path / "state.json", path / "state.safetensors"
+    info = _read_info(json_path)
+    tensors = readback.load_safetensors(tensor_path, DISCARD)
+    next_frame = info.pop("next_frame")
+    _check_tensors(tensors, next_frame, latent_shape, tensor_path)
+    layout = info.pop("buffers")
+    _check_layout(layout, tensors, next_frame, json_path)
+    buffers = restore_buffers(tensors, layout, device)
+    return StreamState(next_frame, tensors["latents"], tensors["prev_latent"].to(device), tensors["rng"], buffers, info)

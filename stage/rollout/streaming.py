@@ -13,14 +13,18 @@ latents.safetensors and the state checkpoints): frames are decoded one at a time
 frames.npy in place. Work happens in a hidden sibling `.<out>.partial/` that is renamed to `out` when
 complete; the streaming state is checkpointed there every `rollout.checkpoint_every` frames, and
 `resume=True` continues from the newest state with the same frames an uninterrupted run makes.
+
+One settings identity (scene, variant, frames, seed, steps, config hash, checkpoint / autoencoder /
+latent-shard digests) decides what a resume may reuse: a finished folder is kept only when its meta.json
+records the same identity (and its files read back), a partial state only when it was made with it.
+Anything else, damaged or stale, is discarded with one printed line and generated again: an older intact
+state when one is kept, else frame 0.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import resource
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -31,16 +35,21 @@ import torch
 
 from stage.atomic import replace_dir
 from stage.config import section_hash
+from stage.digest import file_digest
 from stage.errors import StageError
 from stage.latents.autoencoder import Codec, to_uint8
 from stage.latents.cache import LatentCache, SceneShard
 from stage.model import FrameConditions, new_buffers, sample_frame
+from stage.paths import remove_tree
+from stage.readback import field, load_npy, read_json, safetensors_header
 from stage.rollout import outputs
 from stage.rollout.forecaster import ForecastContext
 from stage.rollout.layouts import LayoutStream
-from stage.rollout.state import StreamState, latest_state, load_state, save_state
+from stage.rollout.state import DISCARD, StreamState, load_state, save_state, states
 
 STOPPED = 143  # 128 + SIGTERM: the rollout was stopped after writing a state checkpoint
+REGENERATE = "generating the rollout again"  # what --resume does with a finished folder it cannot keep
+RESTART = "starting over from frame 0"
 
 
 def peak_rss_mb() -> float:
@@ -148,7 +157,8 @@ def rollout(model, conditions, codec: Codec, cache: LatentCache, scene: str, out
     checkpoint_info = checkpoint_info or {"path": None, "sha256": None}
     settings = {"scene": scene, "variant": variant, "n_frames": n_frames, "seed": rcfg["seed"], "num_steps": num_steps,
                 "checkpoint_sha256": checkpoint_info.get("sha256"), "config_hash": settings_hash(config),
-                "autoencoder_hash": codec.hash, "forecaster": rcfg["forecaster"]}
+                "autoencoder_hash": codec.hash, "forecaster": rcfg["forecaster"],
+                "cache_sha256": file_digest(shard.path)}
 
     def context(gt: int) -> ForecastContext:
         return ForecastContext(ext_scene, gt, n_frames, Path(dataroot) if dataroot else None,
@@ -158,39 +168,33 @@ def rollout(model, conditions, codec: Codec, cache: LatentCache, scene: str, out
     layouts = LayoutStream(shard, n_frames, codec, rcfg["forecaster"], context, device)
     work = work_dir(out)
     state_root = work / "state"
-    last = latest_state(state_root) if resume else None
-    if resume and last is None and (out / "meta.json").is_file() and not work.exists():
-        meta = json.loads((out / "meta.json").read_text())
-        if all(meta.get(k) == v for k, v in (("n_frames", n_frames), ("seed", rcfg["seed"]),
-                                             ("config_hash", settings["config_hash"]))):
-            print(f"rollout {out} is already complete; nothing to resume")
-            return {"status": "complete", "out": out, "meta": meta}
-    if last is None:
-        shutil.rmtree(work, ignore_errors=True)
+    finished = _finished_meta(out, settings) if resume and not work.exists() else None
+    if finished is not None:
+        print(f"rollout {out} is already complete; nothing to resume")
+        return {"status": "complete", "out": out, "meta": finished}
+    frame_hw = tuple(shard.get("latents", slice(0, 1)).shape[-2:])
+    frame_shape = (n_frames, frame_hw[0] * codec.factor, frame_hw[1] * codec.factor)
+    fresh_buffers = new_buffers(model, num_steps)
+    resumed = _resume(work, settings, latent_shape, fresh_buffers, frame_shape, device) if resume else None
+    st, state_path, frames = resumed or (None, None, None)
+    if st is None:
+        remove_tree(work, out.parent)
         work.mkdir(parents=True)
+        frames = outputs.FrameFile(work / "frames.npy", *frame_shape, create=True)
 
     # ---- the streaming state -----------------------------------------------------------------------------
     gen = torch.Generator(device=device).manual_seed(int(rcfg["seed"]))
     latents = torch.zeros((n_frames, *latent_shape))
     timings: dict = {"per_frame_s": [], "memory_mb_at": {}, "rss_mb_at": {}, "resumed_at": [], "state_saves_s": []}
-    if last is not None:
-        st = load_state(last, device)
-        differ = [k for k, v in settings.items() if st.info.get("settings", {}).get(k) != v]
-        if differ:
-            raise StageError(f"cannot resume {work}: its state was made with other settings ({', '.join(differ)} "
-                             f"differ); run without --resume to start over")
+    if st is not None:
         start, buffers, prev = st.next_frame, st.buffers, st.prev_latent
         gen.set_state(st.rng)
         latents[:start] = st.latents
         timings = st.info["timings"]
         timings["resumed_at"].append(start)
-        print(f"resuming {scene} from frame {start} ({last})")
+        print(f"resuming {scene} from frame {start} ({state_path})")
     else:
-        start, buffers, prev = 0, new_buffers(model, num_steps), None
-    frame_hw = tuple(shard.get("latents", slice(0, 1)).shape[-2:])
-    factor = codec.factor
-    frames = outputs.FrameFile(work / "frames.npy", n_frames, frame_hw[0] * factor, frame_hw[1] * factor,
-                               create=last is None)
+        start, buffers, prev = 0, fresh_buffers, None
 
     anchor = _anchor_tokens(conditions, shard, ext_scene, device)
     real_first = shard.get("latents", slice(0, 1)).float().to(device)
@@ -244,6 +248,82 @@ def rollout(model, conditions, codec: Codec, cache: LatentCache, scene: str, out
                    buffers, model)
 
 
+def _finished_meta(out: Path, settings: dict) -> dict | None:
+    """The meta.json of the finished rollout folder `out` if it was made with `settings` and its files read
+    back; else None, and one printed line says why it is generated again."""
+    meta_path = out / "meta.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = read_json(meta_path, REGENERATE)
+        stored = field(meta, "settings", meta_path, REGENERATE, dict)
+        frames = load_npy(out / "frames.npy", REGENERATE, dtype="uint8", ndim=4)
+        _, shapes = safetensors_header(out / "latents.safetensors", REGENERATE)
+    except StageError as exc:
+        print(exc)
+        return None
+    n_frames = settings["n_frames"]
+    if len(frames) != n_frames or shapes.get("latents", [None])[0] != n_frames:
+        print(f"{out}: frames.npy or latents.safetensors does not hold {n_frames} frames; {REGENERATE}")
+        return None
+    differ = [k for k, v in settings.items() if stored.get(k) != v]
+    if differ:
+        print(f"{meta_path}: the rollout was made with other settings ({', '.join(differ)} differ); {REGENERATE}")
+        return None
+    return meta
+
+
+def _check_fits(st: StreamState, path: Path, settings: dict, fresh_buffers, device) -> None:
+    """StageError unless the state fits this run's model and generator (settings are compared apart)."""
+    where = path / "state.json"
+    if not 1 <= st.next_frame < settings["n_frames"]:
+        raise StageError(f"{where}: field 'next_frame' is {st.next_frame}, outside 1..{settings['n_frames'] - 1}; "
+                         f"{DISCARD}")
+    want = None if fresh_buffers is None else (len(fresh_buffers), fresh_buffers[0].size)
+    have = None if st.buffers is None else (len(st.buffers), st.buffers[0].size)
+    if want != have:
+        raise StageError(f"{where}: field 'buffers' describes {have} (steps, size) buffers, the model needs {want}; "
+                         f"{DISCARD}")
+    rng_bytes = torch.Generator(device=device).get_state().numel()
+    if st.rng.numel() != rng_bytes:
+        raise StageError(f"{path / 'state.safetensors'}: wrong shape: rng holds {st.rng.numel()} bytes, not "
+                         f"{rng_bytes}; {DISCARD}")
+
+
+def _newest_intact_state(work: Path, settings: dict, latent_shape, fresh_buffers, device):
+    """(state, its folder): the newest state that reads back and fits, made with `settings`; None (said
+    why) to start over."""
+    candidates = states(work / "state")
+    for i, path in enumerate(candidates):
+        try:
+            st = load_state(path, device, latent_shape)
+            _check_fits(st, path, settings, fresh_buffers, device)
+        except StageError as exc:
+            older = candidates[i + 1].name if i + 1 < len(candidates) else None
+            print(f"{exc}, {f'resuming from the older state {older}' if older else RESTART}")
+            continue
+        stored = st.info["settings"]
+        differ = [k for k, v in settings.items() if stored.get(k) != v]
+        if differ:
+            print(f"starting over: the partial rollout in {work} was made with other settings "
+                  f"({', '.join(differ)} differ)")
+            return None
+        return st, path
+    return None
+
+
+def _resume(work: Path, settings: dict, latent_shape, fresh_buffers, frame_shape, device):
+    """(state, its folder, frames.npy opened for writing) to continue the partial rollout in `work`, or None."""
+    found = _newest_intact_state(work, settings, latent_shape, fresh_buffers, device)
+    if found is None:
+        return None
+    try:
+        return (*found, outputs.FrameFile(work / "frames.npy", *frame_shape, create=False, fix=RESTART))
+    except StageError as exc:
+        print(exc)
+        return None
+
+
 def _finish(work: Path, out: Path, latents, layouts: LayoutStream, n_frames: int, gt_frames: int, settings: dict,
             checkpoint_info: dict, timings: dict, rcfg: dict, buffers, model) -> dict:
     sources = layouts.sources(n_frames)
@@ -256,7 +336,7 @@ def _finish(work: Path, out: Path, latents, layouts: LayoutStream, n_frames: int
         "config_hash": settings["config_hash"], "seed": settings["seed"], "num_steps": settings["num_steps"],
         "htft": bool(model.htft_enabled), "autoencoder_hash": settings["autoencoder_hash"],
         "frame_0": "generated, conditioned on the real first frame (as every later frame on the generated one)",
-        "resumed_at": timings["resumed_at"],
+        "resumed_at": timings["resumed_at"], "settings": settings,
     }
     per = timings["per_frame_s"]
     summary = {**timings, "n_frames": n_frames, "frames_per_second": round(len(per) / max(sum(per), 1e-9), 4),
@@ -273,6 +353,6 @@ def _finish(work: Path, out: Path, latents, layouts: LayoutStream, n_frames: int
     del frames
     outputs.write_json(work / "timings.json", summary)
     outputs.write_json(work / "meta.json", meta)  # last: a folder with meta.json is complete
-    shutil.rmtree(work / "state", ignore_errors=True)
+    remove_tree(work / "state", out.parent)
     replace_dir(work, out)  # work is out's sibling, so its parent exists
     return {"status": "done", "out": out, "meta": meta, "timings": summary}
