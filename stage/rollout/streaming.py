@@ -248,6 +248,11 @@ def rollout(model, conditions, codec: Codec, cache: LatentCache, scene: str, out
                    buffers, model)
 
 
+def _differing(settings: dict, stored: dict) -> list[str]:
+    """The identity keys whose stored value is not this run's."""
+    return [k for k, v in settings.items() if stored.get(k) != v]
+
+
 def _finished_meta(out: Path, settings: dict) -> dict | None:
     """The meta.json of the finished rollout folder `out` if it was made with `settings` and its files read
     back; else None, and one printed line says why it is generated again."""
@@ -266,7 +271,7 @@ def _finished_meta(out: Path, settings: dict) -> dict | None:
     if len(frames) != n_frames or shapes.get("latents", [None])[0] != n_frames:
         print(f"{out}: frames.npy or latents.safetensors does not hold {n_frames} frames; {REGENERATE}")
         return None
-    differ = [k for k, v in settings.items() if stored.get(k) != v]
+    differ = _differing(settings, stored)
     if differ:
         print(f"{meta_path}: the rollout was made with other settings ({', '.join(differ)} differ); {REGENERATE}")
         return None
@@ -302,8 +307,7 @@ def _newest_intact_state(work: Path, settings: dict, latent_shape, fresh_buffers
             older = candidates[i + 1].name if i + 1 < len(candidates) else None
             print(f"{exc}, {f'resuming from the older state {older}' if older else RESTART}")
             continue
-        stored = st.info["settings"]
-        differ = [k for k, v in settings.items() if stored.get(k) != v]
+        differ = _differing(settings, st.info["settings"])
         if differ:
             print(f"starting over: the partial rollout in {work} was made with other settings "
                   f"({', '.join(differ)} differ)")
