@@ -209,6 +209,7 @@ class SceneShard:
     name: str
     path: Path
     n_frames: int
+    sha256: str  # verified against the file when the cache was opened
 
     def __post_init__(self):
         self._f = None
@@ -307,7 +308,7 @@ class LatentCache:
             raise StageError(f"{shard} is missing: latent cache {self.dir} lacks scene {name} (interrupted "
                              f"encode?); {fix}.")
         _check_shard(shard, entry, where, fix)
-        return SceneShard(name, shard, field(entry, "n_frames", where, fix, int))
+        return SceneShard(name, shard, field(entry, "n_frames", where, fix, int), entry["sha256"])
 
     def __len__(self) -> int:
         return len(self.shards)

@@ -35,7 +35,6 @@ import torch
 
 from stage.atomic import replace_dir
 from stage.config import section_hash
-from stage.digest import file_digest
 from stage.errors import StageError
 from stage.latents.autoencoder import Codec, to_uint8
 from stage.latents.cache import LatentCache, SceneShard
@@ -158,7 +157,7 @@ def rollout(model, conditions, codec: Codec, cache: LatentCache, scene: str, out
     settings = {"scene": scene, "variant": variant, "n_frames": n_frames, "seed": rcfg["seed"], "num_steps": num_steps,
                 "checkpoint_sha256": checkpoint_info.get("sha256"), "config_hash": settings_hash(config),
                 "autoencoder_hash": codec.hash, "forecaster": rcfg["forecaster"],
-                "cache_sha256": file_digest(shard.path)}
+                "cache_sha256": shard.sha256}
 
     def context(gt: int) -> ForecastContext:
         return ForecastContext(ext_scene, gt, n_frames, Path(dataroot) if dataroot else None,
