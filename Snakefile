@@ -14,6 +14,7 @@ include: "workflow/rules/latents.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/rollout.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -80,9 +80,10 @@ def tiny_chain(tmp_path_factory) -> Path:
 
 
 def metric_values(results: Path) -> dict[tuple[str, str], float]:
-    """{(row, metric family): value} of a results folder's metrics.json: the report's numbers."""
-    rows = json.loads((results / "metrics.json").read_text())["rows"]
-    return {(row, name): m["value"] for row, entry in rows.items() for name, m in entry.get("metrics", {}).items()}
+    """{(row, metric): overall mean} of a results folder's metrics.json, every variant and baseline: the
+    report's numbers."""
+    variants = json.loads((results / "metrics.json").read_text())["variants"]
+    return {(row, name): m["mean"] for row, entry in variants.items() for name, m in entry["overall"].items()}
 
 
 def empty_scene_tables(n_frames: int):
@@ -108,17 +109,27 @@ def job_stats(log: str) -> Counter:
     return counts
 
 
+# The rollout tests' world: three long scenes of 4 s (49 recorded frames each), so a batch can hold
+# streams of different scenes; one short train scene (the rollout inputs need no training data).
+ROLLOUT_SYNTH_CONFIG = {"synth": {**SYNTH_SMALL_CONFIG["synth"], "n_train_scenes": 1, "n_long_scenes": 3}}
+
+
 @pytest.fixture(scope="session")
-def rollout_inputs(synth_world_small, tmp_path_factory):
-    """(config, paths, config file) of a tiny rollout's inputs: extracted long split, random autoencoder, its
-    latent cache and a random-weights checkpoint (stage.rollout.toy.make_rollout_inputs). Tests copy what
-    they damage; these files stay as made."""
+def rollout_inputs(tmp_path_factory):
+    """(config, paths, config file) of a tiny rollout's inputs: extracted long split of three scenes, random
+    autoencoder, its latent cache and a random-weights checkpoint (stage.rollout.toy.make_rollout_inputs);
+    paths["scenes"] names the scenes in split order, paths["scene"] the first. Tests copy what they
+    damage; these files stay as made."""
     import yaml
 
+    from stage.data.scene_format import open_split
+    from stage.data.synth import generate
     from stage.rollout.toy import make_rollout_inputs, tiny_config
 
     root = tmp_path_factory.mktemp("rollout-inputs")
+    generate(ROLLOUT_SYNTH_CONFIG, root / "world")
     cfg = tiny_config()
-    paths = make_rollout_inputs(root, synth_world_small, cfg)
+    paths = make_rollout_inputs(root, root / "world", cfg, max_scenes=3)
+    paths["scenes"] = [s.name for s in open_split(paths["data"])]
     (root / "config.yaml").write_text(yaml.safe_dump(cfg))
     return cfg, paths, root / "config.yaml"

@@ -1,5 +1,5 @@
-"""`stage evaluate` on damaged inputs: one line naming the file, exit status 2; damaged or stale real
-statistics are recomputed, intact ones reused untouched."""
+"""`stage evaluate` on damaged inputs: one line naming the file, exit status 2, no metrics file; damaged or
+stale real features (real_stats/) are recomputed, intact ones reused untouched."""
 
 import json
 import shutil
@@ -16,24 +16,26 @@ from stage.rollout.outputs import write_latents
 
 T, H, W = 41, 32, 48
 SMALL = {"eval_size": [16, 24], "segment_length": 20, "fvd_clip_frames": 8, "fvd_clip_stride": 4,
-         "drift_window_stride": 4}
+         "drift_window_stride": 4, "collapse": {"window": 20, "stride": 10}, "bootstrap": {"resamples": 1000},
+         "claims": []}
 SCENE = "scene-0000"
+STREAM = f"full/{SCENE}/seed-0"
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """<root>/gt (extracted split of one scene), <root>/rollouts/full/<scene> (frames, meta, latents),
-    <root>/config.yaml and <root>/baseline (a finished evaluation with its real statistics)."""
+    """<root>/gt (extracted split of one scene), <root>/rollouts/full/<scene>/seed-0 (frames, meta, latents),
+    <root>/config.yaml and <root>/baseline (a finished evaluation with its real features)."""
     root = tmp_path_factory.mktemp("eval-corrupt")
     rng = np.random.default_rng(0)
     gt = rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8)
     write_scene(root / "gt", SCENE, {"fps": 12.0}, {"frames": gt, "hdmap": gt, "boxmap": gt}, *empty_scene_tables(T))
     write_index(root / "gt", [SCENE], {})
-    d = root / "rollouts" / "full" / SCENE
+    d = root / "rollouts" / STREAM
     d.mkdir(parents=True)
     np.save(d / "frames.npy", np.clip(gt + rng.normal(0, 20, gt.shape), 0, 255).astype(np.uint8))
-    (d / "meta.json").write_text(json.dumps({"variant": "full", "scene": SCENE, "n_frames": T,
-                                             "layout_source": [["gt", T]], "gt_frames": T}))
+    (d / "meta.json").write_text(json.dumps({"variant": "full", "scene": SCENE, "seed": 0, "n_frames": T,
+                                             "layout_source": [["gt", T]], "gt_frames": T, "condition": "generated"}))
     write_latents(d / "latents.safetensors", torch.zeros((T, 4, H // 8, W // 8)), {"scene": SCENE})
     (root / "config.yaml").write_text(yaml.safe_dump({"evaluate": SMALL}))
     rc, _, err = evaluate_cli(None, root, root / "rollouts", root / "gt", root / "baseline")
@@ -51,7 +53,7 @@ def evaluate_cli(capsys, root, rollouts, gt, out):
 
 
 def fid(out) -> float:
-    return json.loads((out / "metrics.json").read_text())["rows"]["full"]["metrics"]["FID-proxy"]["value"]
+    return json.loads((out / "metrics.json").read_text())["variants"]["full"]["overall"]["FID-proxy"]["mean"]
 
 
 def real_stats(out, family="FID-proxy"):
@@ -59,9 +61,9 @@ def real_stats(out, family="FID-proxy"):
     return path
 
 
-INPUTS = {"rollout meta.json": ("rollouts", f"full/{SCENE}/meta.json"),
-          "rollout frames.npy": ("rollouts", f"full/{SCENE}/frames.npy"),
-          "rollout latents.safetensors": ("rollouts", f"full/{SCENE}/latents.safetensors"),
+INPUTS = {"rollout meta.json": ("rollouts", f"{STREAM}/meta.json"),
+          "rollout frames.npy": ("rollouts", f"{STREAM}/frames.npy"),
+          "rollout latents.safetensors": ("rollouts", f"{STREAM}/latents.safetensors"),
           "ground-truth frames.npy": ("gt", f"{SCENE}/frames.npy")}
 
 
@@ -79,19 +81,23 @@ def test_damaged_input_is_refused(kind, how, data, tmp_path, capsys):
     assert not (tmp_path / "out" / "metrics.json").exists() and not (tmp_path / "out" / "segments.csv").exists()
 
 
+def _features(path):
+    with np.load(path) as f:
+        return json.loads(str(f["info_json"])), f["frames_0"].copy()
+
+
 @pytest.mark.parametrize("how", WAYS)
-def test_damaged_real_statistics_are_recomputed(how, data, tmp_path, capsys):
+def test_damaged_real_features_are_recomputed(how, data, tmp_path, capsys):
     out = tmp_path / "out"
     shutil.copytree(data / "baseline", out)
     stats = real_stats(out)
     corrupt(stats, how)
     rc, printed, err = evaluate_cli(capsys, data, data / "rollouts", data / "gt", out)
     assert rc == 0, err[-3000:]
-    assert f"{stats}: not a readable statistics file" in printed and "recomputing" in printed
+    assert f"{stats}: not a readable real-feature file" in printed and "recomputing" in printed
     assert fid(out) == pytest.approx(fid(data / "baseline"), rel=1e-9)
-    from stage.evaluate.frechet import load_stats
-    again, info = load_stats(stats)
-    assert info["real_frames_digest"] and np.array_equal(again["all"].mu, load_stats(real_stats(data / "baseline"))[0]["all"].mu)
+    info, again = _features(stats)
+    assert info["real_frames_digest"] and np.array_equal(again, _features(real_stats(data / "baseline"))[1])
 
 
 def test_real_statistics_follow_the_ground_truth(data, tmp_path, capsys):

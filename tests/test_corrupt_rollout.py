@@ -1,5 +1,6 @@
-"""`stage rollout --resume` on damaged or stale work: every case is repaired (an older intact state, or frame 0)
-and the final frames equal an uninterrupted run's; a finished folder made with other inputs is regenerated."""
+"""`stage rollout --resume` on damaged or stale work: every case is repaired (an older intact state common to
+the batch's streams, or frame 0) and the final frames equal an uninterrupted run's; a finished stream made
+with other inputs is regenerated, an intact one kept."""
 
 import json
 import shutil
@@ -19,11 +20,14 @@ from stage.rollout import rollout
 from stage.rollout.loading import load_for_rollout
 from stage.rollout.state import states
 from stage.rollout.streaming import work_dir
+from stage.rollout.streams import stream_dir
 from stage.rollout.toy import random_weights
 from stage.train.checkpointing import export_weights
 
 N_FRAMES = 6
 EVERY = 2  # states after frames 2 and 4
+SEEDS = (0, 1)  # one scene, two streams: the batch every case resumes
+DAMAGED = 1  # the stream whose files are damaged (the other one's stay intact)
 
 
 class Interrupt(Exception):
@@ -40,13 +44,17 @@ def inputs(rollout_inputs, tmp_path_factory):
     return config_mod.load([str(f) for f in files]), paths, files
 
 
-def cli_rollout(capsys, inputs, out, **over):
-    """`stage rollout --resume` of `out`: (exit status, stdout, stderr)."""
-    return run_cli(capsys, *rollout_argv(inputs, out, **over))
+def stream(inputs, root, seed=DAMAGED):
+    return stream_dir(root, inputs[1]["scene"], seed)
 
 
-def interrupted(inputs, out, after: int, **over) -> None:
-    """A rollout of `out` stopped after frame `after` was written (as a killed job leaves it)."""
+def cli_rollout(capsys, inputs, root, **over):
+    """`stage rollout --resume` of the rollout root `root`: (exit status, stdout, stderr)."""
+    return run_cli(capsys, *rollout_argv(inputs, root, **over))
+
+
+def interrupted(inputs, root, after: int, **over) -> None:
+    """A batched rollout into `root` stopped after frame `after` was written (as a killed job leaves it)."""
     cfg, paths, _ = inputs
     paths = {**paths, **over}
     codec = load_codec(cfg["autoencoder"], paths["autoencoder"])
@@ -57,46 +65,56 @@ def interrupted(inputs, out, after: int, **over) -> None:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        rollout(model, conditions, codec, LatentCache(paths["cache"]), paths["scene"], out, cfg, variant="full",
-                data_dir=paths["data"], dataroot=paths["dataroot"], n_frames=N_FRAMES, checkpoint_info=info,
-                progress=False, on_frame=stop)
+        rollout(model, conditions, codec, LatentCache(paths["cache"]), [paths["scene"]], root, cfg, variant="full",
+                seeds=SEEDS, data_dir=paths["data"], dataroot=paths["dataroot"], n_frames=N_FRAMES,
+                checkpoint_info=info, progress=False, on_frame=stop)
 
 
-def rollout_argv(inputs, out, resume=True, **over) -> list[str]:
+def rollout_argv(inputs, root, resume=True, seeds=SEEDS, **over) -> list[str]:
     cfg, paths, files = inputs
     args = {"checkpoint": paths["checkpoint"], "autoencoder": paths["autoencoder"], "cache": paths["cache"],
-            "data": paths["data"], "dataroot": paths["dataroot"], "scene": paths["scene"], "variant": "full",
-            "out": out, "frames": N_FRAMES, **over}
+            "data": paths["data"], "dataroot": paths["dataroot"], "scenes": paths["scene"], "variant": "full",
+            "out": root, "frames": N_FRAMES, **over}
     argv = ["rollout", "--no-progress", *[x for f in files for x in ("--config", f)]]
-    argv += [x for k, v in args.items() for x in (f"--{k}", v)]
+    argv += [x for k, v in args.items() for x in (f"--{k}", v)] + ["--seeds", *seeds]
     return [str(a) for a in argv + (["--resume"] if resume else [])]
 
 
 @pytest.fixture(scope="module")
 def reference(inputs, tmp_path_factory):
-    """The folder of an uninterrupted rollout."""
-    out = tmp_path_factory.mktemp("reference") / "full" / inputs[1]["scene"]
-    assert cli.main(rollout_argv(inputs, out, resume=False)) == 0
-    return out
+    """The rollout root of an uninterrupted batch of both streams."""
+    root = tmp_path_factory.mktemp("reference") / "full"
+    assert cli.main(rollout_argv(inputs, root, resume=False)) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference_alone(inputs, tmp_path_factory):
+    """The rollout root of the damaged stream generated alone (a batch of one)."""
+    root = tmp_path_factory.mktemp("reference-alone") / "full"
+    assert cli.main(rollout_argv(inputs, root, resume=False, seeds=(DAMAGED,))) == 0
+    return root
 
 
 @pytest.fixture(scope="module")
 def partials(inputs, tmp_path_factory):
-    """{states kept: a rollouts folder whose rollout stopped with that many state checkpoints}."""
+    """{states kept: a rollout root whose batch stopped with that many state checkpoints per stream}."""
     made = {}
     for n_states, after in ((2, 4), (1, 2)):
-        root = tmp_path_factory.mktemp(f"partial{n_states}")
-        out = root / "full" / inputs[1]["scene"]
-        interrupted(inputs, out, after)
-        assert len(states(work_dir(out) / "state")) == n_states and not out.exists()
-        made[n_states] = out
+        root = tmp_path_factory.mktemp(f"partial{n_states}") / "full"
+        interrupted(inputs, root, after)
+        for seed in SEEDS:
+            assert len(states(work_dir(stream(inputs, root, seed)) / "state")) == n_states
+            assert not stream(inputs, root, seed).exists()
+        made[n_states] = root
     return made
 
 
-def copy_partial(src, tmp_path):
-    shutil.copytree(src.parent.parent, tmp_path / "rollouts")
-    out = tmp_path / "rollouts" / src.parent.name / src.name
-    return out, work_dir(out)
+def copy_partial(inputs, src, tmp_path):
+    """A copy of the rollout root `src`: (root, the damaged stream's work folder)."""
+    root = tmp_path / "rollouts" / "full"
+    shutil.copytree(src, root)
+    return root, work_dir(stream(inputs, root))
 
 
 def wrong_shape_tensors(path):
@@ -115,7 +133,8 @@ def damage(path, how):
     elif how == "wrong shape" and path.suffix == ".safetensors":
         wrong_shape_tensors(path)
     elif how == "wrong shape":
-        np.save(path, np.zeros((N_FRAMES, 8, 8, 3), np.uint8))
+        arr = np.load(path)
+        np.save(path, np.zeros((N_FRAMES, *[n + 1 for n in arr.shape[1:]]), arr.dtype))
     else:
         corrupt(path, how)
 
@@ -124,63 +143,77 @@ STATE_DAMAGE = ([("state.json", w) for w in (*WAYS, "not a dict", "missing field
                 + [("state.safetensors", w) for w in (*WAYS, "wrong shape")])
 
 
-def assert_same_as(reference, out, capsys_out: str, rc: int) -> dict:
+def assert_same_as(inputs, reference, root, capsys_out: str, rc: int, seeds=SEEDS) -> list[dict]:
+    """Every stream of `root` holds the frames of `reference` bitwise, and no work is left; their meta.json."""
     assert rc == 0, capsys_out[-3000:]
-    assert np.array_equal(np.load(out / "frames.npy"), np.load(reference / "frames.npy"))
-    assert not work_dir(out).exists()
-    assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".")]  # no .old / .partial left
-    return json.loads((out / "meta.json").read_text())
+    metas = []
+    for seed in seeds:
+        out = stream(inputs, root, seed)
+        assert np.array_equal(np.load(out / "frames.npy"), np.load(stream(inputs, reference, seed) / "frames.npy"))
+        assert not work_dir(out).exists()
+        assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".")]  # no .old / .partial left
+        metas.append(json.loads((out / "meta.json").read_text()))
+    return metas
 
 
 @pytest.mark.parametrize("name,how", STATE_DAMAGE)
 def test_damaged_newest_state_falls_back_to_the_older_one(name, how, inputs, partials, reference, tmp_path, capsys):
-    out, work = copy_partial(partials[2], tmp_path)
+    root, work = copy_partial(inputs, partials[2], tmp_path)
     newest, older = states(work / "state")
     damage(newest / name, how)
-    rc, printed, err = cli_rollout(capsys, inputs, out)
-    meta = assert_same_as(reference, out, printed + err, rc)
+    rc, printed, err = cli_rollout(capsys, inputs, root)
+    metas = assert_same_as(inputs, reference, root, printed + err, rc)
     assert f"{newest / name}" in printed and f"resuming from the older state {older.name}" in printed
-    assert meta["resumed_at"] == [EVERY]
+    intact = f"{inputs[1]['scene']}/seed-{SEEDS[0]}"
+    assert f"{intact}: resuming from the older state {older.name}, the newest one every stream" in printed
+    assert [m["resumed_at"] for m in metas] == [[EVERY]] * len(SEEDS)
 
 
 @pytest.mark.parametrize("name,how", [("state.json", "truncate"), ("state.safetensors", "wrong shape")])
 def test_damaged_only_state_starts_over(name, how, inputs, partials, reference, tmp_path, capsys):
-    out, work = copy_partial(partials[1], tmp_path)
+    root, work = copy_partial(inputs, partials[1], tmp_path)
     (only,) = states(work / "state")
     damage(only / name, how)
-    rc, printed, err = cli_rollout(capsys, inputs, out)
-    meta = assert_same_as(reference, out, printed + err, rc)
+    rc, printed, err = cli_rollout(capsys, inputs, root)
+    metas = assert_same_as(inputs, reference, root, printed + err, rc)
     assert f"{only / name}" in printed and "starting over from frame 0" in printed
-    assert meta["resumed_at"] == []
+    assert [m["resumed_at"] for m in metas] == [[]] * len(SEEDS)
 
 
+@pytest.mark.parametrize("name", ["frames.npy", "latents.npy"])
 @pytest.mark.parametrize("how", (*WAYS, "wrong shape"))
-def test_damaged_partial_frames_start_over(how, inputs, partials, reference, tmp_path, capsys):
-    out, work = copy_partial(partials[2], tmp_path)
-    damage(work / "frames.npy", how)
-    rc, printed, err = cli_rollout(capsys, inputs, out)
-    meta = assert_same_as(reference, out, printed + err, rc)
-    assert f"{work / 'frames.npy'}" in printed and "starting over from frame 0" in printed
-    assert meta["resumed_at"] == []
+def test_damaged_partial_files_start_over(name, how, inputs, partials, reference, tmp_path, capsys):
+    root, work = copy_partial(inputs, partials[2], tmp_path)
+    damage(work / name, how)
+    rc, printed, err = cli_rollout(capsys, inputs, root)
+    metas = assert_same_as(inputs, reference, root, printed + err, rc)
+    assert f"{work / name}" in printed and "starting over from frame 0" in printed
+    assert [m["resumed_at"] for m in metas] == [[]] * len(SEEDS)
 
 
-def test_intact_finished_folder_is_kept(inputs, reference, tmp_path, capsys):
-    out = tmp_path / "full" / reference.name
-    shutil.copytree(reference, out)
-    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    rc, printed, _ = cli_rollout(capsys, inputs, out)
-    assert rc == 0 and "already complete" in printed
-    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+def test_intact_finished_folders_are_kept(inputs, reference, tmp_path, capsys):
+    root = tmp_path / "full"
+    shutil.copytree(reference, root)
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    rc, printed, _ = cli_rollout(capsys, inputs, root)
+    assert rc == 0 and printed.count("already complete") == len(SEEDS)
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
 
 
 @pytest.mark.parametrize("name", ["meta.json", "frames.npy", "latents.safetensors"])
-def test_damaged_finished_folder_is_regenerated(name, inputs, reference, tmp_path, capsys):
-    out = tmp_path / "full" / reference.name
-    shutil.copytree(reference, out)
-    corrupt(out / name, "truncate")
-    rc, printed, err = cli_rollout(capsys, inputs, out)
+def test_damaged_finished_folder_is_regenerated(name, inputs, reference, reference_alone, tmp_path, capsys):
+    root = tmp_path / "full"
+    shutil.copytree(reference, root)
+    kept = stream(inputs, root, SEEDS[0])
+    before = {p: p.stat().st_mtime_ns for p in kept.rglob("*")}
+    out = stream(inputs, root)
+    corrupt(out / name, how="truncate")
+    rc, printed, err = cli_rollout(capsys, inputs, root)
     assert f"{out / name}" in printed and "generating the rollout again" in printed
-    assert_same_as(reference, out, printed + err, rc)
+    assert f"rollout {kept} is already complete" in printed
+    (meta,) = assert_same_as(inputs, reference_alone, root, printed + err, rc, seeds=(DAMAGED,))  # a batch of one
+    assert meta["batch"] == [f"{inputs[1]['scene']}/seed-{DAMAGED}"]
+    assert {p: p.stat().st_mtime_ns for p in kept.rglob("*")} == before
 
 
 @pytest.fixture(scope="module")
@@ -203,20 +236,24 @@ def changed(inputs, tmp_path_factory):
 def test_changed_inputs_regenerate_finished_and_restart_partial(what, keys, inputs, changed, reference, tmp_path,
                                                                 capsys):
     over = changed[what]
-    finished = tmp_path / "finished" / reference.name
+    finished = tmp_path / "finished" / "full"
     shutil.copytree(reference, finished)
     rc, printed, err = cli_rollout(capsys, inputs, finished, **over)
     assert rc == 0, err[-3000:]
-    assert "other settings" in printed and all(k in printed for k in keys) and "already complete" not in printed
-    regenerated = np.load(finished / "frames.npy")
-    assert not np.array_equal(regenerated, np.load(reference / "frames.npy"))
+    assert printed.count("other settings") == len(SEEDS) and all(k in printed for k in keys)
+    assert "already complete" not in printed
+    regenerated = {seed: np.load(stream(inputs, finished, seed) / "frames.npy") for seed in SEEDS}
+    for seed in SEEDS:
+        assert not np.array_equal(regenerated[seed], np.load(stream(inputs, reference, seed) / "frames.npy"))
 
-    partial = tmp_path / "partial" / reference.name
+    partial = tmp_path / "partial" / "full"
     interrupted(inputs, partial, 4)
     rc, printed, err = cli_rollout(capsys, inputs, partial, **over)
     assert rc == 0 and "Traceback" not in err, err[-3000:]
-    assert f"starting over: the partial rollout in {work_dir(partial)} was made with other settings" in printed
+    for seed in SEEDS:
+        out = stream(inputs, partial, seed)
+        assert f"starting over: the partial rollout in {work_dir(out)} was made with other settings" in printed
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["resumed_at"] == [] and np.array_equal(np.load(out / "frames.npy"), regenerated[seed])
+        assert not work_dir(out).exists()
     assert all(k in printed for k in keys)
-    meta = json.loads((partial / "meta.json").read_text())
-    assert meta["resumed_at"] == [] and np.array_equal(np.load(partial / "frames.npy"), regenerated)
-    assert not work_dir(partial).exists()

@@ -1,9 +1,9 @@
-"""Frechet distance (stage/evaluate/frechet.py) against closed forms."""
+"""Frechet distance (stage/evaluate/frechet.py) against closed forms, and its batched form."""
 
 import numpy as np
 import pytest
 
-from stage.evaluate import frechet
+from stage.evaluate import bootstrap, frechet
 
 
 def test_closed_form_commuting_covariances():
@@ -43,3 +43,19 @@ def test_singular_covariances_and_stats_roundtrip(tmp_path):
     stats, info = frechet.load_stats(path)
     assert info == {"hash": "abc"} and stats["all"].n == 5
     assert stats["all"].mu.dtype == np.float64 and np.array_equal(stats["all"].sigma, frechet.fit(x).sigma)
+
+
+@pytest.mark.parametrize("n_clips, dims", [(8, 4), (2, 12), (3, 5)])   # full rank; fewer clips than dimensions
+def test_pooled_resamples_equal_the_distance_of_the_pooled_clips(n_clips, dims):
+    rng = np.random.default_rng(5)
+    streams = [rng.normal(size=(n_clips, dims)) * (1 + i) for i in range(5)]
+    scenes = [rng.normal(size=(n_clips, dims)) + 0.5 for _ in range(3)]
+    real = [scenes[0], scenes[0], scenes[1], scenes[2], scenes[2]]        # two seeds of scenes 0 and 2
+    gen_side, real_side = bootstrap.ClipSide(streams, dims), bootstrap.ClipSide(real, dims)
+    assert len(real_side.x) == 3 * n_clips and real_side.n_clips == 5 * n_clips   # shared clips stored once
+    counts = bootstrap.counts(list(range(5)), 7, seed=3)
+    pooled = bootstrap.pooled_frechet_resamples(gen_side, real_side, counts)
+    for row, value in zip(counts, pooled):
+        gen = np.concatenate([x for x, c in zip(streams, row) for _ in range(c)])
+        ref = np.concatenate([x for x, c in zip(real, row) for _ in range(c)])
+        assert value == pytest.approx(frechet.feature_distance(gen, ref), rel=1e-7, abs=1e-9)

@@ -80,9 +80,19 @@ def test_snakemake_runs_the_whole_chain_then_reruns_only_what_changed(tiny_chain
     bench = (work / "results/benchmarks/synth.tsv").read_text().splitlines()
     assert bench[0].startswith("s\t") and float(bench[1].split("\t")[0]) > 0
     metrics = yaml.safe_load((work / "results/metrics.json").read_text())
-    assert {"full", "no_htft", "stages_1_2", "stage1_only", "noise_floor", "ceiling"} <= set(metrics["rows"])
-    frames = __import__("numpy").load(work / "results/rollouts/full/synth-0002/frames.npy", mmap_mode="r")
-    assert frames.shape == (60, 64, 128, 3)  # past the 49 recorded frames, the forecaster continued
+    variants = metrics["variants"]
+    assert {"full", "no_htft", "stages_1_2", "stage1_only", "no_htft_1_2", "ceiling", "still_photograph",
+            "persistence", "real_floor"} <= set(variants)
+    assert metrics["streams"] == [{"scene": "synth-0002", "seed": 0}, {"scene": "synth-0002", "seed": 1}]
+    assert all(variants[v]["streams"] == 2 and len(variants[v]["time_to_collapse"]) == 2 for v in config_variants())
+    assert {c["verdict"] for c in metrics["claims"]} <= {"held", "contradicted", "inconclusive"} and metrics["claims"]
+    assert set(metrics["one_step"]) >= {"full", "persistence"}
+    for seed in (0, 1):
+        frames = __import__("numpy").load(work / f"results/rollouts/full/synth-0002/seed-{seed}/frames.npy",
+                                          mmap_mode="r")
+        assert frames.shape == (60, 64, 128, 3)  # past the 49 recorded frames, the forecaster continued
+    one_step = __import__("numpy").load(work / "results/one_step/full/synth-0002/seed-0/frames.npy", mmap_mode="r")
+    assert one_step.shape == (12, 64, 128, 3)  # rollout.teacher_forced_frames of .test/config.yaml
     assert (work / "results/report.pdf").read_bytes().startswith(b"%PDF")
 
     again = run_snakemake(work, "-n")
@@ -99,6 +109,10 @@ def test_snakemake_runs_the_whole_chain_then_reruns_only_what_changed(tiny_chain
     finally:
         overlay.write_text(original)
     assert job_stats(changed.stdout + changed.stderr) == {"evaluate": 1, "figures": 1, "report": 1, "all": 1}
+
+
+def config_variants() -> list[str]:
+    return list(config_mod.load([REPO / "config/config.yaml", REPO / ".test/config.yaml"])["train"]["variants"])
 
 
 def test_snakemake_refuses_command_line_config_overrides(tmp_path):

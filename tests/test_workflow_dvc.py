@@ -59,7 +59,7 @@ def test_dvc_repro_then_push_and_pull_into_a_fresh_clone(tmp_path, tiny_chain):
     _run(["make", "pull", f"VENV={sys.prefix}", "STAMP=", "CORES=2", "SNAKEMAKE_ARGS=--configfile .test/config.yaml"],
          clone)
     for path in ("results/report.pdf", "results/checkpoints/full/stage3/model.safetensors",
-                 "results/rollouts/full/synth-0002/frames.npy", "results/latents/train/manifest.json"):
+                 "results/rollouts/full/synth-0002/seed-1/frames.npy", "results/latents/train/manifest.json"):
         assert (clone / path).read_bytes() == (origin / path).read_bytes(), path
     assert "Data and pipelines are up to date" in _dvc(clone, "status")
     again = _dvc(clone, "repro")

@@ -1,7 +1,8 @@
 """`stage report`: results/report.pdf, readable without opening anything else."""
 
 NAME = "report"
-HELP = "Build the PDF report (what was run, provenance, tables, figures, a short reading)"
+HELP = ("Build the PDF report (frozen-frame check, claims and verdicts, metrics with intervals, figures, "
+        "notes, provenance)")
 
 
 def add_arguments(parser):

@@ -1,7 +1,21 @@
-"""`stage rollout`: generate one long video of one held-out scene with a trained model (stage/rollout)."""
+"""`stage rollout`: generate long videos of held-out scenes x seeds with a trained model, as one batch (stage/rollout)."""
 
 NAME = "rollout"
-HELP = "Stream a trained model into a long video (600 frames by default) of one scene, resumable"
+HELP = ("Stream a trained model into long videos (600 frames by default) of scenes x seeds in one batched, "
+        "resumable job")
+
+
+def seed_int(text: str) -> int:
+    """argparse type of a seed: any whole number >= 0 (a seed is no count: 0 is a seed like any other)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def add_arguments(parser):
@@ -12,18 +26,26 @@ def add_arguments(parser):
     parser.add_argument("--autoencoder", metavar="DIR", help="trained autoencoder (default: autoencoder.path)")
     parser.add_argument("--cache", required=True, metavar="DIR", help="latent cache of the long split (`stage encode`)")
     parser.add_argument("--data", metavar="DIR",
-                        help="extracted long split (`stage extract`); needed past the scene's recorded layouts")
+                        help="extracted long split (`stage extract`); needed past the scenes' recorded layouts")
     parser.add_argument("--dataroot", metavar="DIR",
-                        help="nuScenes-format root holding maps/ (default: dataset.dataroot, else the root the scene "
-                             "was extracted from)")
-    parser.add_argument("--scene", required=True, metavar="NAME", help="scene to roll out")
+                        help="nuScenes-format root holding maps/ (default: dataset.dataroot, else the root the scenes "
+                             "were extracted from)")
+    parser.add_argument("--scenes", required=True, nargs="+", metavar="NAME", help="scenes to roll out")
+    parser.add_argument("--seeds", nargs="+", type=seed_int, metavar="SEED",
+                        help="noise seeds, one stream per scene and seed (default: rollout.seeds)")
     parser.add_argument("--variant", required=True, metavar="NAME", help="variant name recorded in meta.json")
     parser.add_argument("--out", required=True, metavar="DIR",
-                        help="the rollout folder to write (e.g. results/rollouts/<variant>/<scene>)")
-    parser.add_argument("--frames", type=positive_int, metavar="N", help="frames to generate (default: rollout.frames)")
-    parser.add_argument("--seed", type=int, help="noise seed (default: rollout.seed)")
+                        help="the variant's rollout folder (e.g. results/rollouts/<variant>): each stream goes to "
+                             "DIR/<scene>/seed-<seed>")
+    parser.add_argument("--frames", type=positive_int, metavar="N",
+                        help="frames to generate (default: rollout.frames; rollout.teacher_forced_frames with "
+                             "--teacher-forced)")
+    parser.add_argument("--teacher-forced", action="store_true",
+                        help="condition frame t on the REAL frame t-1 from the cache (the one-step quality run; "
+                             "meta.json condition 'real')")
     parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted rollout from its last state checkpoint")
+                        help="keep finished streams and continue interrupted ones from their last common state "
+                             "checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -35,35 +57,39 @@ def run(args, config):
     from stage.errors import StageError
     from stage.latents.autoencoder import load_codec
     from stage.latents.cache import LatentCache
-    from stage.paths import output_dir
+    from stage.rollout.batch import keep_freed_memory
     from stage.rollout.loading import load_for_rollout
     from stage.rollout.streaming import STOPPED, find_scene, rollout
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise StageError(f"--out {out} is an existing file, not a rollout folder; pass a folder path")
-    output_dir(out.parent)  # the rollout works in a sibling folder, renamed to --out when complete
+    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:  # checked now, created only once every input read back (no empty folders on errors)
+        raise StageError(f"--out {out}: {blocked} is an existing file, not a folder; pass a folder path "
+                         "(or move the file away)")
     rcfg = config["rollout"]
-    if args.seed is not None:
-        config["rollout"]["seed"] = args.seed
     if rcfg["threads"]:
         torch.set_num_threads(rcfg["threads"])
+    keep_freed_memory()  # this process only rolls out: large buffers are reused, not page-faulted in again
     device = rcfg["device"]
     codec = load_codec(config["autoencoder"], args.autoencoder, device)
     cache = LatentCache(args.cache, expect_autoencoder_hash=codec.hash)
     model, conditions, info = load_for_rollout(args.checkpoint, config, device)
     dataroot = args.dataroot or config["dataset"].get("dataroot")
     if dataroot is None and args.data:
-        dataroot = find_scene(args.data, args.scene).meta.get("source", {}).get("dataroot")
+        dataroot = find_scene(args.data, args.scenes[0]).meta.get("source", {}).get("dataroot")
     if dataroot is not None and not Path(dataroot).is_dir():
         raise StageError(f"--dataroot {dataroot} does not exist; pass the nuScenes-format root holding maps/")
-    result = rollout(model, conditions, codec, cache, args.scene, args.out, config, variant=args.variant,
-                     data_dir=args.data, dataroot=dataroot, n_frames=args.frames, resume=args.resume,
-                     checkpoint_info=info, progress=not args.no_progress)
+    result = rollout(model, conditions, codec, cache, args.scenes, out, config, variant=args.variant, seeds=args.seeds,
+                     data_dir=args.data, dataroot=dataroot, n_frames=args.frames, teacher_forced=args.teacher_forced,
+                     resume=args.resume, checkpoint_info=info, progress=not args.no_progress)
     if result["status"] == "stopped":
         return STOPPED
-    if result["status"] == "done":
-        t = result["timings"]
-        print(f"wrote {result['out']}: {t['n_frames']} frames ({result['meta']['gt_frames']} with recorded layouts), "
-              f"{t['frames_per_second']:.2f} frames/s, peak memory {t['peak_rss_mb']:.0f} MB")
+    for sid, stream in result["streams"].items():
+        t = stream.get("timings")
+        if t is not None:
+            print(f"wrote {stream['out']}: {t['n_frames']} frames ({stream['meta']['gt_frames']} with recorded "
+                  f"layouts), {t['frames_per_second']:.2f} frames/s in a batch of {t['batch_size']}, peak memory "
+                  f"{t['peak_rss_mb']:.0f} MB")
     return 0

@@ -1,14 +1,18 @@
-"""Feature detectors for FID and FVD: user-supplied TorchScript files, or fixed proxy networks.
+"""Feature detectors for FID / KID and FVD: local detector files, or fixed proxy networks.
 
-FID wants Inception-v3 pool features (2048-d), FVD I3D Kinetics-400 logits (400-d). Neither can be
-downloaded here, so each is loaded with torch.jit.load from a configured local path
-(evaluate.inception_path / evaluate.i3d_path), its sha256 checked against evaluate.*_sha256 when set.
+FID and KID want Inception-v3 pool features (2048-d), FVD I3D Kinetics-400 logits (400-d). Neither can be
+downloaded here, so each comes from a configured local file, its sha256 checked against evaluate.*_sha256
+when set: a TorchScript file (evaluate.inception_path / evaluate.i3d_path, loaded with torch.jit.load), or
+for Inception the torch-fidelity weights file (evaluate.inception_weights_path) that torchmetrics'
+NoTrainInceptionV3 loads through `feature_extractor_weights_path`: the network of the standard FID.
 
 Without a file the metric is computed with a *proxy*: a small random-feature conv net whose weights
 come from a fixed seed (torch.Generator, evaluate.proxy_seed), never trained. Its weights' sha256 is
 recorded in the protocol, and every number computed with it is named FID-proxy[...] / FVD-proxy[...]:
-proxy numbers rank variants of this project against each other and against the noise-floor and
-ceiling rows, and are never comparable with published FID/FVD.
+proxy numbers rank variants of this project against each other and against the reference rows
+(real floor, ceiling, trivial baselines), and are never comparable with published FID/KID/FVD.
+KID-proxy divides the proxy features by FEATURE_SCALE again before its cubic kernel (Backbone.kid_scale),
+so KID-proxy values land in the range familiar from Inception KID (1e-4 .. 1e-1).
 
     proxy2d-v1  frames (N, 3, H, W) in [-1, 1] -> 3 strided 2-D convs + ReLU -> spatial mean, 64-d
     proxy3d-v1  clips (N, 3, T, H, W) in [-1, 1] -> 3 strided 3-D convs + ReLU -> space-time mean, 32-d
@@ -35,6 +39,8 @@ PROXY3D = "proxy3d-v1"
 RESIZE_FILTER = "bilinear-antialias"   # torch F.interpolate(mode=bilinear, antialias=True), rounded to uint8
 FEATURE_SCALE = 100.0   # proxy outputs are multiplied by this (a buffer, so it is in the weights' sha256)
 RANGES = {"0_255": (1.0, 0.0), "0_1": (1 / 255, 0.0), "-1_1": (2 / 255, -1.0)}   # x * scale + shift
+UINT8 = "uint8"   # the detector takes the uint8 tensor itself (torchmetrics' NoTrainInceptionV3)
+TORCHMETRICS_INCEPTION = "inception-v3-compat"
 
 
 class _RandomFeatureNet(nn.Module):
@@ -137,6 +143,16 @@ class Backbone:
     def is_proxy(self) -> bool:
         return self.family.endswith("-proxy")
 
+    @property
+    def kid_family(self) -> str:
+        """KID is computed on the frame detector's features: KID with Inception, KID-proxy with the proxy."""
+        return self.family.replace("FID", "KID")
+
+    @property
+    def kid_scale(self) -> float:
+        """Features are divided by this before the KID kernel (see the module docstring)."""
+        return FEATURE_SCALE if self.is_proxy else 1.0
+
     def describe(self) -> dict:
         return {"family": self.family, "label": self.label, "sha256": self.sha256, "input_size": list(self.input_size),
                 "input_range": self.input_range, "resize_rule": self.resize_rule, "resize_filter": RESIZE_FILTER,
@@ -148,8 +164,11 @@ class Backbone:
 
     @torch.no_grad()
     def _run(self, batch_uint8: torch.Tensor) -> np.ndarray:
-        scale, shift = RANGES[self.input_range]
-        x = batch_uint8.to(self.device).float() * scale + shift
+        if self.input_range == UINT8:
+            x = batch_uint8.to(self.device)
+        else:
+            scale, shift = RANGES[self.input_range]
+            x = batch_uint8.to(self.device).float() * scale + shift
         y = self.module(x, **self.call_kwargs)
         if isinstance(y, (tuple, list)):
             y = y[0]
@@ -191,10 +210,41 @@ def _torchscript(path: str, expected_sha: str | None, what: str, key: str, devic
     return module, sha
 
 
+def _torchmetrics_inception(path: str, expected_sha: str | None, device: str) -> tuple[nn.Module, str]:
+    """torchmetrics' NoTrainInceptionV3 (2048-d pool features) with local torch-fidelity weights."""
+    p = Path(path)
+    if not p.is_file():
+        raise StageError(f"evaluate.inception_weights_path: {p} does not exist; point it at the torch-fidelity "
+                         "weights file (pt_inception-2015-12-05-6726825d.pth) or set it to null for the proxy")
+    sha = file_sha256(p)
+    if expected_sha and sha.lower() != expected_sha.lower().strip():
+        raise StageError(f"{p}: sha256 is {sha} but evaluate.inception_weights_sha256 expects {expected_sha}; use "
+                         "the right file or update the configured sha256")
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+        module = NoTrainInceptionV3(name=TORCHMETRICS_INCEPTION, features_list=["2048"],
+                                    feature_extractor_weights_path=str(p))
+    except ModuleNotFoundError as exc:
+        raise StageError(f"evaluate.inception_weights_path needs the torch-fidelity package ({exc}); install it "
+                         "(pip install torch-fidelity) or use a TorchScript file with evaluate.inception_path") from exc
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for a bad weights file
+        raise StageError(f"{p}: torchmetrics' NoTrainInceptionV3 could not load it ({exc}); "
+                         "evaluate.inception_weights_path must be the torch-fidelity Inception weights") from exc
+    return module.to(device).eval(), sha
+
+
 def load_backbones(cfg: dict) -> tuple[Backbone, Backbone]:
-    """(frame detector for FID, clip detector for FVD) from the `evaluate` config section."""
+    """(frame detector for FID / KID, clip detector for FVD) from the `evaluate` config section."""
     device, bs, rule = cfg["device"], cfg["batch_size"], cfg["resize_rule"]
-    if cfg["inception_path"]:
+    if cfg["inception_path"] and cfg.get("inception_weights_path"):
+        raise StageError("evaluate.inception_path and evaluate.inception_weights_path are both set; set one "
+                         "(a TorchScript Inception, or torch-fidelity weights for torchmetrics' Inception)")
+    if cfg.get("inception_weights_path"):
+        module, sha = _torchmetrics_inception(cfg["inception_weights_path"], cfg.get("inception_weights_sha256"),
+                                              device)
+        fid = Backbone("FID", f"{TORCHMETRICS_INCEPTION}@{sha[:8]}", sha, module, tuple(cfg["inception_input_size"]),
+                       UINT8, rule, device=device, batch_size=bs)
+    elif cfg["inception_path"]:
         module, sha = _torchscript(cfg["inception_path"], cfg["inception_sha256"], "Inception-v3 (FID)",
                                    "inception_path", device)
         fid = Backbone("FID", f"{Path(cfg['inception_path']).stem}@{sha[:8]}", sha, module,

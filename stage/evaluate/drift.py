@@ -1,23 +1,19 @@
-"""Long-horizon drift: every metric per segment of `segment_length` frames up to the horizon.
+"""Frame ranges that are scored: drift segments, the whole video, the claims' frames; and the drift ratio.
 
-Past the end of a recorded scene there is no paired ground truth, so drift is measured with unpaired
-distribution metrics per segment: FID(-proxy) of the segment's frames (all scenes pooled) against ONE
-pooled real distribution (all ground-truth frames of the evaluated scenes), and FVD(-proxy) of the
-clip_frames-long windows drawn inside the segment (stride evaluate.drift_window_stride) against the
-pooled real clips. PSNR and SSIM only for frames with ground truth, temporal MAD everywhere.
+Segments are [k * L, min((k + 1) * L, horizon)), end exclusive; excluded conditioning frames are dropped
+from the first one (it scores frames 1-39); a tail shorter than half a segment is not scored per segment.
+A stream scores a range only when its scored frames cover the whole range (streams end where their
+ground truth ends, as paired and same-segment scores need the real frames).
 
-Segments are [k * L, min((k + 1) * L, horizon)), end exclusive; excluded conditioning frames are
-dropped from the first one (the names say which frames were scored, e.g. `frames 1-39`); a tail
-shorter than half a segment is not scored per segment. Segment scores
-use few samples (e.g. 80 frames), so their absolute FID is strongly biased upwards: compare them with
-the ground_truth and ceiling rows of the same table, not with whole-video scores.
+Distribution metrics of a range compare the stream's frames with the real frames of the same scene and the
+same frame indices: per stream for KID and FID (every stream a sample of the bootstrap), pooled over the
+streams for FVD (a handful of clips per stream is too few for a Frechet distance).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import numpy as np
+import math
+from dataclasses import dataclass
 
 
 def segments(horizon: int, length: int, first: int) -> list[tuple[int, int, int]]:
@@ -37,35 +33,30 @@ def clip_starts(start: int, end: int, clip: int, stride: int) -> list[int]:
     return list(range(start, end - clip + 1, stride))
 
 
-@dataclass
-class SceneScores:
-    """Everything computed for one video; aggregation selects by frame index."""
+@dataclass(frozen=True)
+class Range:
+    """A scored frame range. hi None: each stream's own scored end (the whole video)."""
 
-    frame_index: np.ndarray                  # (n,) frames whose features were taken
-    frame_feats: np.ndarray                  # (n, D)
-    clip_feats: dict[int, np.ndarray] = field(default_factory=dict)   # start -> (D,)
-    paired_index: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    psnr: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    ssim: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    mad_index: np.ndarray = field(default_factory=lambda: np.zeros(0, int))   # t of transition t -> t+1
-    mad: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    tpsnr: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    mad_gt_index: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-    mad_gt: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    key: str            # "overall", "segment 40-80", "frames 480-600"
+    start: int          # nominal start (a segment's, or the claim's)
+    lo: int             # first scored frame
+    hi: int | None      # end exclusive
+    clip_stride: int    # start-to-start distance of the FVD clips inside it
 
-    def frames_in(self, start: int, end: int) -> np.ndarray:
-        keep = (self.frame_index >= start) & (self.frame_index < end)
-        return self.frame_feats[keep]
+    def bounds(self, end: int) -> tuple[int, int] | None:
+        """[lo, hi) of a stream whose scored frames are [first, end), or None when it does not cover it."""
+        hi = end if self.hi is None else self.hi
+        return (self.lo, hi) if end >= hi and hi - self.lo >= 2 else None
 
-    def clips(self, starts) -> np.ndarray:
-        return np.stack([self.clip_feats[s] for s in starts]) if starts else np.zeros((0, 0))
+    def clip_starts(self, end: int, clip: int) -> list[int]:
+        """Starts of the FVD clips inside the range for a stream scored to `end` (none when not covered)."""
+        b = self.bounds(end)
+        return clip_starts(b[0], b[1], clip, self.clip_stride) if b else []
 
-    def paired_in(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-        keep = (self.paired_index >= start) & (self.paired_index < end)
-        return self.psnr[keep], self.ssim[keep]
 
-    def transitions_in(self, start: int, end: int):
-        """(MAD, tPSNR, ground-truth MAD) of transitions t -> t+1 with start <= t and t + 1 < end."""
-        keep = (self.mad_index >= start) & (self.mad_index + 1 < end)
-        keep_gt = (self.mad_gt_index >= start) & (self.mad_gt_index + 1 < end)
-        return self.mad[keep], self.tpsnr[keep], self.mad_gt[keep_gt]
+def drift_ratio(first_kid: float, last_kid: float) -> float | None:
+    """KID of the last segment over the first; None when the first is not positive (the unbiased KID of a
+    near-perfect segment is ~0 or negative, and a ratio to it means nothing) or either is missing."""
+    if first_kid is None or last_kid is None or not math.isfinite(first_kid) or not math.isfinite(last_kid):
+        return None
+    return last_kid / first_kid if first_kid > 0 else None

@@ -1,31 +1,29 @@
-"""Score rollouts against ground truth: variants x scenes -> metrics.json + segments.csv.
+"""Score the rollouts of many streams against ground truth, with intervals over streams and verdicts.
 
-    evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg["evaluate"], reconstructions_dir=None)
+    evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg["evaluate"], reconstructions_dir=None,
+             progress=True, metrics_path=None, one_step_dir=None) -> the metrics.json dict
 
-writes
-    <out>/metrics.json      rows (each variant, noise_floor, ceiling) x metrics, names, protocol hashes
-    <out>/segments.csv      variant, segment_start, segment_end, metric, value, n, name, protocol_hash
-    <out>/real_stats/<family>-<real protocol hash>.npz   mean / covariance (float64) of the real features
-                            (all, subset_a, subset_b), keyed on the protocol hash and the digest of the
-                            ground-truth frames.npy files; reused only while both match (checked on every
-                            read), recomputed (with one printed line) when stale or damaged
+writes (docs/metrics-schema.md; workflow/schemas/metrics.schema.yaml is checked before anything is written)
+    metrics_path (default <out>/metrics.json)
+    <out>/segments.csv      per row, segment and metric: mean over streams and bootstrap interval
+    <out>/streams.csv       per row, stream, segment and per-stream metric: the value
+    <out>/differences.csv   every paired difference between two rows, per range and metric
+    <out>/real_stats/       the ground truth's features, reused while protocol and frames match
 
-Rows:
-- one per variant: FID(-proxy) of all scored frames and FVD(-proxy) of clips at stride
-  fvd_clip_stride, both against the pooled ground truth of the evaluated scenes; PSNR / SSIM where the
-  rollout has ground truth (frames < min(gt_frames, len(ground truth))); temporal consistency;
-- noise_floor: real vs real, the ground truth split into two disjoint subsets of alternating blocks of
-  segment_length frames (each subset has about half the frames, so its FID bias is that of N/2);
-- ceiling: ground truth encoded + decoded by our autoencoder (--reconstructions), scored like a variant;
-  omitted, with a note, when no reconstructions are given.
-The first exclude_first_frames frames (frame 0: the real conditioning frame) are never scored, in any row.
+Rows: every generated variant, and the references on the same streams and frames (baselines.py): ceiling
+(with --reconstructions), still_photograph, persistence, real_floor. A stream is (scene, seed); each is
+scored on its frames [exclude_first_frames, end), end = where its ground truth ends (or the rollout, or
+max_frames). Per stream and range, KID / FID compare its frames with the real frames of the same scene and
+indices; PSNR / SSIM are paired; FVD is pooled over streams. Collapse (collapse.py), bootstrap
+(bootstrap.py), verdicts (verdicts.py, claims.py) and the one-step runs (one_step.py) build on that table.
+
+Every input is read and checked (streams, rollout protocols, shapes) before anything is written, so bad
+input leaves no metrics file.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
+import contextlib
 import platform
 import time
 from pathlib import Path
@@ -34,21 +32,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stage.atomic import write_text
 from stage.config import section_hash
 from stage.data.scene_format import open_split
 from stage.digest import file_digest
 from stage.errors import StageError
-from stage.evaluate import drift, frechet, paired, protocol, temporal
+from stage.evaluate import (baselines, bootstrap, claims, collapse, drift, kid, one_step, outputs, paired, protocol,
+                            real_cache, scores, verdicts)
 from stage.evaluate.backbones import Backbone, load_backbones
-from stage.evaluate.inputs import Video, find_reconstructions, find_rollouts, load_frames, run_length
+from stage.evaluate.inputs import (Video, check_protocols, check_streams, find_reconstructions, find_rollouts,
+                                   load_frames, run_length, stream_id)
+from stage.evaluate.table import Row, ScoreTable
 from stage.paths import output_dir, output_file
 from stage.readback import read_json
 
-FORMAT_VERSION = 1
-SEGMENT_COLUMNS = ("variant", "segment_start", "segment_end", "metric", "value", "n", "name", "protocol_hash")
+FORMAT_VERSION = 2
 RERUN_EXTRACT = "re-run `stage extract` for the ground-truth split"
-RECOMPUTE = "recomputing the real statistics"
+# The order rows are listed in (and differences taken: a earlier, b later).
+REFERENCE_ORDER = ("ceiling", "still_photograph", "persistence", "real_floor")
 
 
 def _device_name(device: str) -> str:
@@ -57,372 +57,411 @@ def _device_name(device: str) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-class _Evaluation:
-    """State of one evaluation run: config, detectors, ground truth, real statistics, outputs."""
+@contextlib.contextmanager
+def _one_thread():
+    """The table's arithmetic is many small products (40-frame KID kernels, 32-d covariances): on a shared
+    2-core box two torch threads make them 10-100x slower (the threads' synchronisation costs more than the
+    op), while the detectors and SSIM, large products, keep the configured threads."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
-    def __init__(self, cfg: dict, fid: Backbone, fvd: Backbone, gt: dict[str, Video], scenes: list[str],
-                 horizon: int, fps, progress: bool):
-        self.cfg, self.fid, self.fvd, self.gt, self.scenes = cfg, fid, fvd, gt, scenes
-        self.horizon, self.fps, self.progress = horizon, fps, progress
-        self.first = cfg["exclude_first_frames"]
-        self.L = cfg["segment_length"]
-        self.clip = cfg["fvd_clip_frames"]
-        self.device = _device_name(cfg["device"])
+
+def _selected(found: dict, scenes, root, flag: str) -> dict:
+    if not scenes:
+        return found
+    keep = set(scenes)
+    out = {v: {k: x for k, x in vids.items() if k[0] in keep} for v, vids in found.items()}
+    out = {v: x for v, x in out.items() if x}
+    if not out:
+        raise StageError(f"evaluate.scenes {scenes} selects none of the streams under {root} ({flag})")
+    return out
+
+
+class _Inputs:
+    """Everything read and checked before anything is computed or written."""
+
+    def __init__(self, rollouts_dir, ground_truth_dir, reconstructions_dir, one_step_dir, cfg):
+        split = {s.name: s for s in open_split(ground_truth_dir)}
+        self.order = list(split)
+        self.rollouts = _selected(find_rollouts(rollouts_dir, "generated", "--rollouts"), cfg["scenes"],
+                                  rollouts_dir, "--rollouts")
+        self.streams = check_streams(self.rollouts, rollouts_dir, self.order)
+        self.rollout_protocol = check_protocols(self.rollouts)
+        self.one, self.one_streams, self.one_protocol = None, [], None
+        if one_step_dir is not None:
+            self.one = _selected(find_rollouts(one_step_dir, "real", "--one-step"), cfg["scenes"], one_step_dir,
+                                 "--one-step")
+            self.one_streams = check_streams(self.one, one_step_dir, self.order)
+            self.one_protocol = check_protocols(self.one)
+        self.gt: dict[str, np.ndarray] = {}
+        self.gt_paths: dict[str, Path] = {}
+        for found in (self.rollouts, self.one or {}):
+            for videos in found.values():
+                for video in videos.values():
+                    self._check_against_truth(video, split, ground_truth_dir)
+        self.scenes = [s for s in self.order if s in self.gt]
+        mf = cfg["max_frames"]
+        first = cfg["exclude_first_frames"]
+        self.ends = {st: self._end(self.rollouts[min(self.rollouts)][st], mf, first) for st in self.streams}
+        self.one_ends = {st: self._end(self.one[min(self.one)][st], mf, first) for st in self.one_streams}
+        self.scene_end = {s: max(e for st, e in [*self.ends.items(), *self.one_ends.items()] if st[0] == s)
+                          for s in self.scenes}
+        self.fps = read_json(split[self.scenes[0]].path / "meta.json", RERUN_EXTRACT).get("fps")
+        self.recon = None
+        if reconstructions_dir is not None:
+            self.recon = find_reconstructions(reconstructions_dir, self.scenes)
+            for name, video in self.recon.items():
+                if video.frames.shape[1:] != self.gt[name].shape[1:]:
+                    raise StageError(f"{video.path}: frames are {video.frames.shape[1]}x{video.frames.shape[2]} but "
+                                     f"the ground truth is {self.gt[name].shape[1]}x{self.gt[name].shape[2]}; "
+                                     "reconstruct at the generation resolution.")
+                if len(video.frames) < self.scene_end[name]:
+                    raise StageError(f"{video.path}: holds {len(video.frames)} frames but frames up to "
+                                     f"{self.scene_end[name]} of {name} are scored; re-run `stage reconstruct` for "
+                                     "the whole scene")
+
+    def _check_against_truth(self, video: Video, split, ground_truth_dir) -> None:
+        name = video.name
+        if name not in split:
+            raise StageError(f"{video.path}: scene {name} is not in the ground-truth split {ground_truth_dir} (it has "
+                             f"{self.order[:5]}{'...' if len(self.order) > 5 else ''}); pass the extracted split the "
+                             "rollouts were made from with --ground-truth.")
+        if name not in self.gt:
+            self.gt_paths[name] = split[name].path / "frames.npy"
+            self.gt[name] = load_frames(self.gt_paths[name], RERUN_EXTRACT)
+        g = self.gt[name].shape
+        if video.frames.shape[1:] != g[1:]:
+            raise StageError(f"{video.path}: frames are {video.frames.shape[1]}x{video.frames.shape[2]} but the "
+                             f"ground truth {self.gt_paths[name]} is {g[1]}x{g[2]}; evaluate rollouts against the "
+                             "split extracted at the generation resolution.")
+
+    def _end(self, video: Video, max_frames, first: int) -> int:
+        """Scored end of a stream: where its frames, its ground truth or max_frames end."""
+        end = min(len(video.frames), len(self.gt[video.name]))
+        if video.gt_frames is not None:
+            end = min(end, video.gt_frames)
+        if max_frames:
+            end = min(end, max_frames)
+        if end - first < 2:
+            raise StageError(f"{video.path}: only frames below {end} have ground truth (or fit max_frames), fewer "
+                             f"than 2 after the {first} excluded; score longer rollouts of longer scenes")
+        return end
+
+
+class _Names:
+    """Score names and protocol hashes per (metric, range, real floor or not); the protocols themselves."""
+
+    def __init__(self, fid: Backbone, fvd: Backbone, display: dict, size, streams, first, rollout_protocol):
+        self.fid, self.fvd, self.display, self.size = fid, fvd, display, list(size)
+        ids = [stream_id(*s) for s in streams]      # listed in metrics.json "streams"; hashed here to keep it short
+        self.base = {"generation_size": self.size, "exclude_first_frames": first, "n_streams": len(ids),
+                     "streams_hash": protocol.protocol_hash({"streams": ids}), "rollout_protocol": rollout_protocol}
         self.protocols: dict[str, dict] = {}
-        self.segment_rows: list[dict] = []
-        self.notes: list[str] = []
 
-    # ---- bookkeeping ---------------------------------------------------------------------------
-    def _entry(self, name: str, family: str, value, n: int, proto: dict, **extra) -> dict:
+    def _protocol(self, metric: str, rng: drift.Range, floor: bool) -> dict:
+        p = {**self.base, "metric": metric, "frames": [rng.lo, rng.hi] if rng.hi else "all scored frames",
+             "reference": ("even vs odd real frames of the range" if floor else
+                           "real frames of the same scene, same frame indices")}
+        if metric in scores.DISTRIBUTION:
+            bb = self.fvd if metric == "FVD" else self.fid
+            p.update(protocol.detector_protocol(bb), family=self.display[metric])
+            if metric == "KID":
+                p["kernel"] = kid.describe(self.fid.kid_scale)
+            if metric == "FVD":
+                p.update(clip_stride=rng.clip_stride, pooled="over streams")
+        elif metric in ("PSNR", "SSIM"):
+            p.update(paired.describe()[metric.lower()])
+        return p
+
+    def get(self, metric: str, rng: drift.Range, floor: bool, n_streams: int, n_clips=None) -> tuple[str, str]:
+        p = self._protocol(metric, rng, floor)
+        h = protocol.protocol_hash(p)
+        self.protocols[h] = p
+        frames = protocol.frames_text(rng.lo, rng.hi)
+        bb = (self.fvd if metric == "FVD" else self.fid) if metric in scores.DISTRIBUTION else None
+        name = protocol.score_name(self.display[metric], frames, n_streams, backbone=bb, size=self.size, n=n_clips,
+                                   note="even vs odd real frames" if floor else None)
+        return name, h
+
+
+def _real_side(out_dir: Path, inp: _Inputs, fid: Backbone, fvd: Backbone, starts: dict, progress: bool):
+    """SceneReal per scene, features from the cache in real_stats/ when it fits."""
+    digest = file_digest(*(inp.gt_paths[s] for s in inp.scenes))
+    size = list(inp.gt[inp.scenes[0]].shape[1:3])
+    frames_proto = {**protocol.detector_protocol(fid), "generation_size": size,
+                    "frames": {s: [0, inp.scene_end[s]] for s in inp.scenes}}
+    clips_proto = {**protocol.detector_protocol(fvd), "generation_size": size,
+                   "clip_starts": {s: starts[s] for s in inp.scenes}}
+    files, info = {}, {}
+    for key, bb, proto in (("fid", fid, frames_proto), ("fvd", fvd, clips_proto)):
         h = protocol.protocol_hash(proto)
-        self.protocols[h] = proto
-        return {"name": name, "family": family, "value": None if value is None else float(value), "n": int(n),
-                "protocol_hash": h, "device": self.device, **extra}
+        files[key] = out_dir / "real_stats" / f"{bb.family}-{h}.npz"
+        info[key] = {"hash": h, "real_frames_digest": digest}
+    cached_f = real_cache.load(files["fid"], info["fid"], {f"frames_{i}": (inp.scene_end[s], None)
+                                                           for i, s in enumerate(inp.scenes)})
+    cached_c = real_cache.load(files["fvd"], info["fvd"], {f"clips_{i}": (len(starts[s]), None)
+                                                           for i, s in enumerate(inp.scenes)})
+    reals = {}
+    for i, s in enumerate(tqdm(inp.scenes, desc="ground truth", disable=not progress, leave=False)):
+        if cached_f is not None and cached_c is not None:
+            feats, clip_arr = cached_f[f"frames_{i}"], cached_c[f"clips_{i}"]
+            pair = (feats, dict(zip(starts[s], clip_arr)))
+        else:
+            pair = None
+        reals[s] = scores.score_real(s, inp.gt[s], inp.scene_end[s], starts[s], fid, fvd, cached=pair)
+    if cached_f is None or cached_c is None:
+        real_cache.save(files["fid"], {f"frames_{i}": reals[s].feats for i, s in enumerate(inp.scenes)},
+                        {**info["fid"], "protocol": frames_proto})
+        clip_dim = max((len(v) for r in reals.values() for v in r.clips.values()), default=0)
+        real_cache.save(files["fvd"], {f"clips_{i}": np.array([reals[s].clips[t] for t in starts[s]]).reshape(
+            len(starts[s]), clip_dim) for i, s in enumerate(inp.scenes)}, {**info["fvd"], "protocol": clips_proto})
+    stats = {key: {"path": str(files[key].relative_to(out_dir)), "protocol_hash": info[key]["hash"],
+                   "ground_truth_digest": digest} for key in files}
+    return reals, stats
 
-    def _segment(self, variant, seg, metric, entry):
-        self.segment_rows.append({"variant": variant, "segment_start": seg[0], "segment_end": seg[1],
-                                  "metric": metric, "value": entry["value"], "n": entry["n"], "name": entry["name"],
-                                  "protocol_hash": entry["protocol_hash"]})
 
-    # ---- features ------------------------------------------------------------------------------
-    def score_video(self, frames: np.ndarray, end: int, clip_starts: set[int]) -> drift.SceneScores:
-        """Frame features of [first, end), clip features at `clip_starts`."""
-        idx = np.arange(self.first, end)
-        prepared = self.fid.prepare(frames[:end])
-        feats = self.fid.frame_features(prepared, idx)
-        scores = drift.SceneScores(idx, feats)
-        starts = sorted(clip_starts)
-        if starts:
-            if (self.fvd.input_size, self.fvd.resize_rule) != (self.fid.input_size, self.fid.resize_rule):
-                prepared = self.fvd.prepare(frames[:end])
-            scores.clip_feats = dict(zip(starts, self.fvd.clip_features(prepared, starts)))
-        return scores
-
-    def overall_starts(self, end: int) -> list[int]:
-        return drift.clip_starts(self.first, end, self.clip, self.cfg["fvd_clip_stride"])
-
-    def window_starts(self, end: int) -> dict[tuple, list[int]]:
-        segs = drift.segments(end, self.L, self.first)
-        return {(s, e): drift.clip_starts(f, e, self.clip, self.cfg["drift_window_stride"]) for s, e, f in segs}
-
-    # ---- real statistics -----------------------------------------------------------------------
-    def real_side(self, out_dir: Path):
-        """Ground-truth scores per scene and the pooled real statistics (cached per protocol hash and
-        ground-truth digest)."""
-        self.gt_scores, self.real_end = {}, {}
-        for name in tqdm(self.scenes, desc="ground truth", disable=not self.progress, leave=False):
-            frames = self.gt[name].frames
-            end = min(len(frames), self.horizon)
-            self.real_end[name] = end
-            starts = set(self.overall_starts(end))
-            for ws in self.window_starts(end).values():
-                starts |= set(ws)
-            sc = self.score_video(frames, end, starts)
-            sc.mad_index = np.arange(self.first, end - 1)
-            sc.mad = temporal.consecutive_mad(frames, self.first, end)
-            self.gt_scores[name] = sc
-        size = list(self.gt[self.scenes[0]].frames.shape[1:3])
-        selection = {"scenes": self.scenes, "frame_ranges": {s: [self.first, self.real_end[s]] for s in self.scenes},
-                     "noise_floor_split": f"alternating blocks of {self.L} frames"}
-        self.real, self.real_protocol, self.real_paths = {}, {}, {}
-        self.real_digest = file_digest(*(self.gt[s].path for s in self.scenes))
-        output_dir(out_dir / "real_stats")
-        for key, bb in (("fid", self.fid), ("fvd", self.fvd)):
-            sel = dict(selection, stride=1 if key == "fid" else self.cfg["fvd_clip_stride"],
-                       start_offset=self.first)
-            proto = {**protocol.detector_protocol(bb), "source": "ground truth", "generation_size": size,
-                     "fps": self.fps, "clip_selection": sel, "exclude_first_frames": self.first}
-            all_f, a, b = [], [], []
-            for s in self.scenes:
-                sc = self.gt_scores[s]
-                if key == "fid":
-                    feats, pos = sc.frame_feats, sc.frame_index
-                else:
-                    pos = np.array(self.overall_starts(self.real_end[s]), dtype=int)
-                    feats = sc.clips(list(pos))
-                if len(pos):
-                    all_f.append(feats)
-                    in_a = (pos // self.L) % 2 == 0
-                    a.append(feats[in_a])
-                    b.append(feats[~in_a])
-            pooled = [np.concatenate(x) if x else np.zeros((0, 0)) for x in (all_f, a, b)]
-            proto["n_clips"] = {"all": len(pooled[0]), "subset_a": len(pooled[1]), "subset_b": len(pooled[2])}
-            h = protocol.protocol_hash(proto)
-            path = out_dir / "real_stats" / f"{bb.family}-{h}.npz"
-            stats = self._cached_stats(path, h, pooled[0])
-            if stats is None:
-                if len(pooled[0]) < 2:
-                    raise StageError(f"only {len(pooled[0])} real {'frames' if key == 'fid' else 'clips'} to fit "
-                                     f"{bb.family} statistics: the ground truth is too short for this protocol "
-                                     "(fvd_clip_frames, exclude_first_frames); use longer scenes or shorter clips")
-                stats = {k: frechet.fit(x) for k, x in zip(("all", "subset_a", "subset_b"), pooled) if len(x) >= 2}
-                frechet.save_stats(path, stats, {**proto, "hash": h, "real_frames_digest": self.real_digest})
-            self.real[key], self.real_protocol[key], self.real_paths[key] = stats, proto, path
-
-    def _cached_stats(self, path: Path, proto_hash: str, features: np.ndarray):
-        """The statistics in `path` if they were computed under this protocol from these ground-truth frames
-        (and fit `features`); None, said why in one printed line, when they must be recomputed."""
-        if not path.is_file():
-            return None
-        try:
-            stats, info = frechet.load_stats(path, RECOMPUTE)
-        except StageError as exc:
-            print(exc)
-            return None
-        stale = [f"{k} {info.get(k)!r}, now {v!r}" for k, v in (("hash", proto_hash),
-                                                                ("real_frames_digest", self.real_digest))
-                 if info.get(k) != v]
-        dims = features.shape[1] if features.ndim == 2 else None
-        if not stale and (stats["all"].mu.shape[0] != dims or stats["all"].n != len(features)):
-            stale = [f"{stats['all'].n} samples of dimension {stats['all'].mu.shape[0]}, now {len(features)} of {dims}"]
-        if stale:
-            print(f"{path}: computed from other ground truth or under another protocol ({'; '.join(stale)}); "
-                  f"{RECOMPUTE}")
-            return None
-        return stats
-
-    # ---- rows ----------------------------------------------------------------------------------
-    def _fd(self, key: str, feats: np.ndarray):
-        if len(feats) < 2:
-            return None
-        return frechet.distance(frechet.fit(feats), self.real[key]["all"])
-
-    def score_row(self, variant: str, videos: dict[str, Video], layout_note=None) -> dict:
-        """Metrics of one generated (or reconstructed) row; appends its per-segment rows."""
-        per_scene: dict[str, drift.SceneScores] = {}
-        layout: dict[str, list] = {}
-        for name, video in tqdm(videos.items(), desc=variant, disable=not self.progress, leave=False):
-            frames = video.frames
-            end = min(len(frames), self.horizon)
-            starts = set(self.overall_starts(end))
-            for ws in self.window_starts(end).values():
-                starts |= set(ws)
-            sc = self.score_video(frames, end, starts)
-            gt_frames = self.gt[name].frames
-            g_end = min(end, len(gt_frames), video.gt_frames if video.gt_frames is not None else len(gt_frames))
-            if g_end > self.first:
-                sc.paired_index = np.arange(self.first, g_end)
-                sc.psnr = paired.psnr(frames[self.first:g_end], gt_frames[self.first:g_end])
-                sc.ssim = paired.ssim(frames[self.first:g_end], gt_frames[self.first:g_end])
-            sc.mad_index = np.arange(self.first, max(end - 1, self.first))
-            sc.mad = temporal.consecutive_mad(frames, self.first, end)
-            sc.tpsnr = temporal.consecutive_psnr(frames, self.first, end)
-            sc.mad_gt_index = np.arange(self.first, max(g_end - 1, self.first))
-            sc.mad_gt = temporal.consecutive_mad(gt_frames, self.first, g_end)
-            per_scene[name] = sc
-            layout[name] = run_length(video.layout[self.first:end]) if video.layout else layout_note
-        scenes = list(videos)
-        size = list(next(iter(videos.values())).frames.shape[1:3])
-        ends = {s: min(len(videos[s].frames), self.horizon) for s in scenes}
-        base = {"generation_size": size, "fps": self.fps, "exclude_first_frames": self.first,
-                "layout_source": layout}
-
-        def unpaired(key, bb, seg=None):
-            if key == "fid":
-                feats = [per_scene[s].frames_in(*((seg[2], seg[1]) if seg else (self.first, ends[s]))) for s in scenes]
-                starts = None
-            else:
-                starts = {s: (self.window_starts(ends[s]).get(seg[:2], []) if seg else self.overall_starts(ends[s]))
-                          for s in scenes}
-                feats = [per_scene[s].clips(starts[s]) for s in scenes if starts[s]]
-            feats = np.concatenate(feats) if feats else np.zeros((0, 0))
-            stride = 1 if key == "fid" else self.cfg["drift_window_stride" if seg else "fvd_clip_stride"]
-            sel = {"scenes": scenes, "frame_ranges": {s: list(seg[2:] if seg else (self.first, ends[s]))
-                                                      for s in scenes},
-                   "stride": stride, "start_offset": seg[2] if seg else self.first}
-            proto = protocol.unpaired_protocol(bb, generation_size=size, fps=self.fps, selection=sel, n=len(feats),
-                                               real=self.real_protocol[key], exclude_first_frames=self.first,
-                                               layout_source=layout)
-            frames = (seg[2], seg[1] - 1) if seg else None
-            return self._entry(protocol.metric_name(bb, len(feats), frames), bb.family, self._fd(key, feats),
-                               len(feats), proto, n_real=self.real[key]["all"].n)
-
-        def paired_entries(seg=None):
-            lo, hi = (seg[2], seg[1]) if seg else (self.first, self.horizon)
-            ps = [per_scene[s].paired_in(lo, hi) for s in scenes]
-            p = np.concatenate([x[0] for x in ps]) if ps else np.zeros(0)
-            q = np.concatenate([x[1] for x in ps]) if ps else np.zeros(0)
-            tr = [per_scene[s].transitions_in(lo, hi) for s in scenes]
-            mad, tps = np.concatenate([t[0] for t in tr]), np.concatenate([t[1] for t in tr])
-            mad_gt = np.concatenate([t[2] for t in tr])
-            # generated MAD on exactly the transitions that have ground truth, for the ratio
-            mad_same = np.concatenate([per_scene[s].mad[np.isin(per_scene[s].mad_index,
-                                                                per_scene[s].mad_gt_index[
-                                                                    (per_scene[s].mad_gt_index >= lo)
-                                                                    & (per_scene[s].mad_gt_index + 1 < hi)])]
-                                       for s in scenes])
-            frames = (lo, hi - 1) if seg else None
-            proto = {**base, "frame_range": [lo, hi], "scenes": scenes,
-                     "paired_frames": "frames < min(gt_frames, len(ground truth))", "psnr_cap_db": paired.PSNR_CAP_DB,
-                     "ssim": [paired.SSIM_WINDOW, paired.SSIM_SIGMA, paired.SSIM_K1, paired.SSIM_K2]}
-            out = {}
-            for key, vals, extra in (("PSNR", p, {}), ("SSIM", q, {}), ("temporal_mad", mad, {}),
-                                     ("temporal_psnr", tps, {}), ("temporal_mad_gt", mad_gt, {})):
-                out[key] = self._entry(protocol.paired_name(key, size, len(vals), frames), key,
-                                       vals.mean() if len(vals) else None, len(vals), {**proto, "metric": key}, **extra)
-            ratio = mad_same.mean() / mad_gt.mean() if len(mad_gt) and mad_gt.mean() > 0 else None
-            out["temporal_mad_ratio"] = self._entry(
-                protocol.paired_name("temporal_mad_ratio", size, len(mad_gt), frames), "temporal_mad_ratio",
-                ratio, len(mad_gt), {**proto, "metric": "temporal_mad_ratio"})
-            return out
-
-        metrics = {self.fid.family: unpaired("fid", self.fid), self.fvd.family: unpaired("fvd", self.fvd),
-                   **paired_entries()}
-        for seg in drift.segments(max(ends.values()), self.L, self.first):
-            self._segment(variant, seg, self.fid.family, unpaired("fid", self.fid, seg))
-            if any(self.window_starts(ends[s]).get(seg[:2]) for s in scenes):
-                self._segment(variant, seg, self.fvd.family, unpaired("fvd", self.fvd, seg))
-            for key, entry in paired_entries(seg).items():
-                if entry["value"] is not None:
-                    self._segment(variant, seg, key, entry)
-        return {"kind": "generated", "scenes": scenes, "n_frames": ends, "layout_source": layout, "metrics": metrics}
-
-    def noise_floor_row(self) -> dict:
-        metrics = {}
-        for key, bb in (("fid", self.fid), ("fvd", self.fvd)):
-            st = self.real[key]
-            if "subset_a" not in st or "subset_b" not in st:
-                self.notes.append(f"noise floor {bb.family}: fewer than 2 samples in a subset; omitted")
-                continue
-            n = min(st["subset_a"].n, st["subset_b"].n)
-            proto = {"noise_floor": protocol.protocol_hash(self.real_protocol[key]),
-                     **protocol.detector_protocol(bb), "subsets": [st["subset_a"].n, st["subset_b"].n]}
-            name = protocol.metric_name(bb, n).replace("]", ", real vs real]")
-            metrics[bb.family] = self._entry(name, bb.family, frechet.distance(st["subset_a"], st["subset_b"]), n,
-                                             proto, n_real=st["subset_b"].n, n_a=st["subset_a"].n)
-        return {"kind": "noise_floor", "scenes": self.scenes,
-                "description": f"ground truth vs ground truth: alternating blocks of {self.L} frames "
-                               "(subset_a: even blocks, subset_b: odd blocks)", "metrics": metrics}
-
-    def ground_truth_segments(self) -> None:
-        """Reference rows for the drift plot: each ground-truth segment against the pooled real stats
-        (which contain it, so this is the small-N floor of the segment scores)."""
-        for seg in drift.segments(max(self.real_end.values()), self.L, self.first):
-            feats = np.concatenate([self.gt_scores[s].frames_in(seg[2], seg[1]) for s in self.scenes])
-            proto = {"ground_truth_segment": list(seg), "real": protocol.protocol_hash(self.real_protocol["fid"]),
-                     **protocol.detector_protocol(self.fid)}
-            self._segment("ground_truth", seg, self.fid.family,
-                          self._entry(protocol.metric_name(self.fid, len(feats), (seg[2], seg[1] - 1)),
-                                      self.fid.family, self._fd("fid", feats), len(feats), proto))
-            clips = [self.gt_scores[s].clips(self.window_starts(self.real_end[s]).get(seg[:2], []))
-                     for s in self.scenes]
-            clips = [c for c in clips if len(c)]
-            if clips:
-                feats = np.concatenate(clips)
-                proto = {**proto, **protocol.detector_protocol(self.fvd), "real": protocol.protocol_hash(
-                    self.real_protocol["fvd"]), "stride": self.cfg["drift_window_stride"]}
-                self._segment("ground_truth", seg, self.fvd.family,
-                              self._entry(protocol.metric_name(self.fvd, len(feats), (seg[2], seg[1] - 1)),
-                                          self.fvd.family, self._fd("fvd", feats), len(feats), proto))
+def _drift_ratios(table: ScoreTable, row: str, segs: list[drift.Range]) -> list:
+    out = []
+    for i in range(len(table.streams)):
+        vals = [table.values.get((row, g.key, "KID"), np.full(len(table.streams), np.nan))[i] for g in segs]
+        vals = [v for v in vals if np.isfinite(v)]
+        out.append(drift.drift_ratio(vals[0], vals[-1]) if vals else None)
+    return out
 
 
 def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions_dir=None,
-             progress: bool = True, metrics_path=None) -> dict:
-    """Score every variant under rollouts_dir against the extracted split ground_truth_dir; write
-    metrics_path (default <out_dir>/metrics.json), <out_dir>/segments.csv and real_stats/; return the
-    metrics.json dict. `cfg` is the validated `evaluate` config section."""
+             progress: bool = True, metrics_path=None, one_step_dir=None) -> dict:
+    """Score every variant under rollouts_dir (and the teacher-forced runs under one_step_dir) against the
+    extracted split ground_truth_dir; write the outputs (module docstring); return the metrics.json dict.
+    `cfg` is the validated `evaluate` config section."""
     t0 = time.perf_counter()
-    out_dir = output_dir(out_dir)
-    if metrics_path:
-        metrics_path = output_file(metrics_path, "--metrics")
+    timings = {}
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
-    rollouts = find_rollouts(rollouts_dir)
-    split = {s.name: s for s in open_split(ground_truth_dir)}
-    order = list(split)
-    gt: dict[str, Video] = {}
-    for variant, videos in rollouts.items():
-        for name, video in videos.items():
-            if name not in split:
-                raise StageError(f"{video.path}: scene {name} is not in the ground-truth split {ground_truth_dir} "
-                                 f"(it has {order[:5]}{'...' if len(order) > 5 else ''}); pass the extracted split "
-                                 "the rollouts were made from with --ground-truth.")
-            if name not in gt:
-                path = split[name].path / "frames.npy"
-                gt[name] = Video(name, path, load_frames(path, RERUN_EXTRACT), None, [])
-            gshape = gt[name].frames.shape[1:]
-            if video.frames.shape[1:] != gshape:
-                raise StageError(f"{video.path}: frames are {video.frames.shape[1]}x{video.frames.shape[2]} but the "
-                                 f"ground truth {gt[name].path} is {gshape[0]}x{gshape[1]}; "
-                                 "evaluate rollouts against the split extracted at the generation resolution.")
-    if cfg["scenes"]:
-        keep = set(cfg["scenes"])
-        rollouts = {v: {s: x for s, x in vids.items() if s in keep} for v, vids in rollouts.items()}
-        rollouts = {v: vids for v, vids in rollouts.items() if vids}
-        if not rollouts:
-            raise StageError(f"evaluate.scenes {cfg['scenes']} selects none of the rollouts under {rollouts_dir}")
-    scenes = [s for s in order if any(s in vids for vids in rollouts.values())]
-    longest = max(len(x.frames) for vids in rollouts.values() for x in vids.values())
-    horizon = min(longest, cfg["max_frames"]) if cfg["max_frames"] else longest
-    fps = read_json(split[scenes[0]].path / "meta.json", RERUN_EXTRACT).get("fps")
+    claim_cfg = claims.check(cfg["claims"])
+    inp = _Inputs(rollouts_dir, ground_truth_dir, reconstructions_dir, one_step_dir, cfg)
     fid, fvd = load_backbones(cfg)
-    ev = _Evaluation(cfg, fid, fvd, gt, scenes, horizon, fps, progress)
-    ev.real_side(out_dir)
+    out_dir = output_dir(out_dir)
+    metrics_path = output_file(metrics_path, "--metrics") if metrics_path else out_dir / "metrics.json"
+    timings["read_inputs"] = time.perf_counter() - t0
 
-    rows = {}
-    scene_sets = {v: sorted(vids) for v, vids in rollouts.items()}
-    if len({tuple(s) for s in scene_sets.values()}) > 1:
-        ev.notes.append(f"variants cover different scenes {scene_sets}: compare rows with care")
-    for variant in tqdm(sorted(rollouts), desc="variants", disable=not progress):
-        rows[variant] = ev.score_row(variant, rollouts[variant])
-    rows["noise_floor"] = ev.noise_floor_row()
-    if reconstructions_dir:
-        recon = find_reconstructions(reconstructions_dir, scenes)
-        for name, video in recon.items():
-            if video.frames.shape[1:] != gt[name].frames.shape[1:]:
-                raise StageError(f"{video.path}: frames are {video.frames.shape[1:3]} but the ground truth is "
-                                 f"{gt[name].frames.shape[1:3]}; reconstruct at the generation resolution.")
-            if len(video.frames) < min(len(gt[name].frames), horizon):
-                ev.notes.append(f"ceiling: {video.path} has {len(video.frames)} frames, fewer than evaluated")
-        rows["ceiling"] = ev.score_row("ceiling", recon, layout_note="none (autoencoder reconstruction)")
-        rows["ceiling"]["kind"] = "ceiling"
-    else:
-        ev.notes.append("ceiling row omitted: no --reconstructions (ground truth encoded + decoded by the autoencoder)")
-    ev.ground_truth_segments()
+    first, L, clip = cfg["exclude_first_frames"], cfg["segment_length"], cfg["fvd_clip_frames"]
+    device, streams, ends = cfg["device"], inp.streams, inp.ends
+    H = max(ends.values())
+    segs = [drift.Range(f"segment {s}-{e}", s, lo, e, cfg["drift_window_stride"])
+            for s, e, lo in drift.segments(H, L, first)]
+    overall = drift.Range("overall", 0, first, None, cfg["fvd_clip_stride"])
+    ranges = [overall, *segs, *claims.ranges(claim_cfg, first, H, cfg["drift_window_stride"])]
+    stream_starts = {st: sorted(set().union(*(r.clip_starts(ends[st], clip) for r in ranges))) for st in streams}
+    scene_starts = {s: sorted(set().union(set(), *(stream_starts[st] for st in streams if st[0] == s)))
+                    for s in inp.scenes}
+    # persistence's clip at s is the real clip at s - 1
+    gt_starts = {s: sorted(set(v) | {x - 1 for x in v if x >= 1}) for s, v in scene_starts.items()}
 
-    ev.notes += [
-        f"{fid.family} / {fvd.family}: " + ("proxy detectors (fixed random-feature nets, see "
-                                            "stage/evaluate/backbones.py); not comparable with published FID/FVD"
-                                            if fid.is_proxy or fvd.is_proxy else "TorchScript detectors"),
-        "drift: past the end of the recorded scene there is no paired ground truth; per-segment "
-        f"{fid.family} / {fvd.family} are unpaired (against one pooled real distribution), PSNR / SSIM only "
-        "where ground truth exists",
-        f"frames < {ev.first} (conditioning) are excluded from every score; segment_end is exclusive",
-        "single run per variant: no mean / std over seeds",
+    t = time.perf_counter()
+    reals, real_stats = _real_side(out_dir, inp, fid, fvd, gt_starts, progress)
+    generated: dict[str, dict] = {}
+    bar = tqdm(total=len(inp.rollouts) * len(streams) + len(inp.one_streams) * len(inp.one or {}),
+               desc="streams", disable=not progress)
+    for variant in sorted(inp.rollouts):
+        generated[variant] = {}
+        for st in streams:
+            video = inp.rollouts[variant][st]
+            generated[variant][st] = scores.score_video(video.frames, inp.gt[st[0]], first, ends[st], stream_starts[st],
+                                                        fid, fvd, device)
+            bar.update()
+    one_videos = {}
+    for variant in sorted(inp.one or {}):
+        one_videos[variant] = {}
+        for st in inp.one_streams:
+            video = inp.one[variant][st]
+            one_videos[variant][st] = scores.score_video(video.frames, inp.gt[st[0]], first, inp.one_ends[st], [],
+                                                         fid, fvd, device)
+            bar.update()
+    bar.close()
+    refs: dict[str, dict] = {"still_photograph": {}, "persistence": {}}
+    if inp.recon is not None:
+        refs["ceiling"] = {s: scores.score_video(inp.recon[s].frames, inp.gt[s], first, inp.scene_end[s],
+                                                 scene_starts[s], fid, fvd, device) for s in inp.scenes}
+    for s in inp.scenes:
+        refs["still_photograph"][s] = baselines.still_photograph(reals[s], first, fvd, device)
+        refs["persistence"][s] = baselines.persistence(reals[s], first, fvd, device)
+    timings["features_and_paired"] = time.perf_counter() - t
+
+    def ref_row(name):
+        return Row(name, name, (lambda st, d=refs.get(name): None if d is None else d[st[0]]), per_scene=True,
+                   description=baselines.DESCRIPTIONS[name])
+
+    rows = [Row(v, "generated", (lambda st, d=generated[v]: d[st])) for v in sorted(generated)]
+    rows += [ref_row(n) for n in REFERENCE_ORDER if n in refs or n == "real_floor"]
+    t = time.perf_counter()
+    table = ScoreTable(rows, streams, ends, reals, ranges, clip, fid.kid_scale)
+    ccfg = cfg["collapse"]
+    with _one_thread():
+        table.compute(ccfg["window"], ccfg["stride"], first)
+    scene_rep = [streams.index(next(st for st in streams if st[0] == s)) for s in inp.scenes if
+                 any(st[0] == s for st in streams)]
+    ref_windows = {n: np.concatenate([table.windows[n][i][1] for i in scene_rep] or [np.zeros(0)])
+                   for n in ("ceiling", "real_floor") if n in table.windows}
+    calib = collapse.calibrate(ref_windows.get("ceiling"), ref_windows["real_floor"], ccfg["quantile"], ccfg["factor"])
+    threshold = calib["threshold"]
+    timings["scores"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    bcfg = cfg["bootstrap"]
+    groups = [stream_id(*st) for st in streams] if bcfg["unit"] == "stream" else [st[0] for st in streams]
+    with _one_thread():
+        table.resample(bootstrap.counts(groups, bcfg["resamples"], bcfg["seed"]), bcfg["level"])
+    timings["bootstrap"] = time.perf_counter() - t
+
+    display = {"KID": fid.kid_family, "FID": fid.family, "FVD": fvd.family, "PSNR": "PSNR", "SSIM": "SSIM",
+               "temporal_mad_ratio": "temporal_mad_ratio"}
+    names = _Names(fid, fvd, display, inp.gt[inp.scenes[0]].shape[1:3], streams, first, inp.rollout_protocol)
+    variants, survival, segment_rows, stream_rows = {}, {}, [], []
+    for row in rows:
+        layouts = ({st: run_length(inp.rollouts[row.name][st].layout[first:ends[st]]) for st in streams}
+                   if row.kind == "generated" else None)
+        variants[row.name], survival[row.name] = _row_entry(row, table, names, segs, overall, threshold,
+                                                            ccfg["min_bad_windows"], layouts, segment_rows, stream_rows)
+    order = [r.name for r in rows]
+    difference_rows = _differences(table, order, ranges, display)
+    claim_entries, skipped = claims.assess(claim_cfg, table, set(order), display, survival, H,
+                                           cfg["verdict"]["survival_share"], bcfg["level"])
+
+    one = {}
+    if inp.one is not None:
+        one_refs = {n: ref_row(n) for n in ("persistence", "ceiling") if n in refs}
+        with _one_thread():
+            one = one_step.assess(one_videos, inp.one_streams, inp.one_ends, reals, one_refs, first, fid.kid_scale,
+                                  display, bcfg, [stream_id(*st) if bcfg["unit"] == "stream" else st[0]
+                                                  for st in inp.one_streams])
+
+    notes = [
+        f"{fid.family} / {fid.kid_family} / {fvd.family}: " + (
+            "proxy detectors (fixed random-feature nets, see stage/evaluate/backbones.py); not comparable with "
+            "published FID/KID/FVD" if fid.is_proxy or fvd.is_proxy else "real detectors"),
+        f"frames < {first} (conditioning) are excluded from every score; segment ends are exclusive",
+        "per stream and range, KID / FID compare the stream's frames with the real frames of the same scene and "
+        f"frame indices; {fvd.family} is pooled over streams (a few clips per stream are too few)",
+        f"intervals: {bcfg['resamples']} bootstrap resamples of whole {bcfg['unit']}s, percentile, level "
+        f"{bcfg['level']}" + ("; the seeds of one scene share its content, so stream-level intervals understate "
+                              "scene-to-scene variation" if bcfg["unit"] == "stream" else ""),
     ]
+    short = sorted({stream_id(*st) for st in streams if ends[st] < len(inp.rollouts[min(inp.rollouts)][st].frames)})
+    if short:
+        notes.append(f"{len(short)} streams are longer than their ground truth (e.g. {short[0]}); frames without "
+                     "ground truth are not scored")
+    if inp.recon is None:
+        notes.append("ceiling row omitted: no --reconstructions; the collapse threshold uses the real floor only")
+    if inp.one is None:
+        notes.append("one_step empty: no --one-step (teacher-forced runs)")
+    if skipped:
+        notes.append(f"{len(skipped)} claim comparisons could not be assessed (claims_skipped)")
+    outputs_paths = {"segments_csv": out_dir / "segments.csv", "streams_csv": out_dir / "streams.csv",
+                     "differences_csv": out_dir / "differences.csv"}
+    timings["total_before_write"] = time.perf_counter() - t0
     result = {
         "format_version": FORMAT_VERSION,
-        "families": {"fid": fid.family, "fvd": fvd.family},
-        "detectors": {"fid": fid.describe(), "fvd": fvd.describe()},
-        "device": ev.device,
+        "families": {"fid": fid.family, "fvd": fvd.family, "kid": fid.kid_family},
+        "detectors": {"fid": fid.describe(), "fvd": fvd.describe(), "kid": {**fid.describe(),
+                                                                             "kernel": kid.describe(fid.kid_scale)}},
+        "device": _device_name(device),
         "inputs": {"rollouts": str(rollouts_dir), "ground_truth": str(ground_truth_dir),
-                   "reconstructions": None if reconstructions_dir is None else str(reconstructions_dir)},
-        "scenes": scenes,
-        "horizon": horizon,
-        "exclude_first_frames": ev.first,
-        "segment_length": ev.L,
-        "real_statistics": {k: {"path": str(ev.real_paths[k].relative_to(out_dir)),
-                                "protocol_hash": protocol.protocol_hash(ev.real_protocol[k]),
-                                "ground_truth_digest": ev.real_digest, "n": ev.real[k]["all"].n}
-                            for k in ("fid", "fvd")},
+                   "reconstructions": None if reconstructions_dir is None else str(reconstructions_dir),
+                   "one_step": None if one_step_dir is None else str(one_step_dir)},
+        "streams": [{"scene": s, "seed": seed} for s, seed in streams],
+        "segments": [[g.start, g.hi] for g in segs],
+        "horizon": H,
+        "exclude_first_frames": first,
+        "segment_length": L,
+        "scenes": inp.scenes,
+        "rollout_protocol": inp.rollout_protocol,
+        "one_step_protocol": inp.one_protocol,
+        "variants": variants,
+        "one_step": one,
+        "claims": claim_entries,
+        "claims_skipped": skipped,
+        "verdict_rule": verdicts.rule_text(bcfg["level"], cfg["verdict"]["survival_share"], bcfg["resamples"],
+                                           bcfg["unit"]),
+        "bootstrap": {"resamples": bcfg["resamples"], "seed": bcfg["seed"], "level": bcfg["level"],
+                      "unit": bcfg["unit"], "method": bootstrap.METHOD},
+        "collapse": {"statistic": f"{fid.kid_family} of each window's frames vs the same window's real frames "
+                                  "(same scene)", "window": ccfg["window"], "stride": ccfg["stride"],
+                     "min_bad_windows": ccfg["min_bad_windows"], "threshold": threshold,
+                     "calibration": {"rule": "threshold = factor x max(quantile of the ceiling's window statistics, "
+                                             "quantile of the absolute real-floor window statistics), over every "
+                                             "window of every scene",
+                                     **{k: v for k, v in calib.items() if k != "threshold"}}},
+        "real_statistics": real_stats,
+        "outputs": {k: str(p) for k, p in outputs_paths.items()},
+        "protocols": names.protocols,
         "config": cfg,
         "config_hash": section_hash(cfg),
-        "rows": rows,
-        "protocols": ev.protocols,
-        "notes": ev.notes,
+        "notes": notes,
+        "timings": {k: round(v, 2) for k, v in timings.items()},
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    write_text(Path(metrics_path) if metrics_path else out_dir / "metrics.json",
-               json.dumps(result, indent=1, default=_json_default))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SEGMENT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(ev.segment_rows)
-    write_text(out_dir / "segments.csv", buf.getvalue())
-    return result
+    tables = {outputs_paths["segments_csv"]: (outputs.SEGMENT_COLUMNS, segment_rows),
+              outputs_paths["streams_csv"]: (outputs.STREAM_COLUMNS, stream_rows),
+              outputs_paths["differences_csv"]: (outputs.DIFFERENCE_COLUMNS, difference_rows)}
+    return outputs.write(result, metrics_path, tables)
 
 
-def _json_default(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+def _clips(table: ScoreTable, row: str, key: str) -> int | None:
+    s = table.stats.get((row, key, "FVD"))
+    return None if s is None else s.n_clips
+
+
+def _row_entry(row: Row, table: ScoreTable, names: _Names, segs: list, overall: drift.Range, threshold: float,
+               min_bad_windows: int, layouts: dict | None, segment_rows: list, stream_rows: list):
+    """(metrics.json "variants" entry, survival counts) of one row; appends its segments.csv / streams.csv rows."""
+    streams, ends, display = table.streams, table.ends, names.display
+    floor = row.kind == "real_floor"
+    ttc = [collapse.time_to_collapse(stats, starts, threshold, min_bad_windows, ends[st])
+           for st, (starts, stats) in zip(streams, table.windows[row.name])]
+    survival = {"surviving": sum(not c for _, c in ttc), "n": len(streams), "scored_to": min(ends.values())}
+    entry = {"kind": row.kind, **({"description": row.description} if row.description else {}),
+             "streams": len(streams), "time_to_collapse": [x for x, _ in ttc], "collapsed": [c for _, c in ttc],
+             "scored_frames": [ends[st] for st in streams], "drift_ratio": _drift_ratios(table, row.name, segs),
+             "segments": {}, "overall": {}, "names": {}}
+    for m in table.metrics(row.name, "overall"):
+        s = table.summary(row.name, "overall", m)
+        entry["overall"][display[m]] = s
+        n_clips = _clips(table, row.name, "overall") if m == "FVD" else None
+        entry["names"][display[m]] = names.get(m, overall, floor, s["n_streams"], n_clips)[0]
+    for m in dict.fromkeys(m for g in segs for m in table.metrics(row.name, g.key)):
+        entry["segments"][display[m]] = []
+        for g in segs:
+            s = table.summary(row.name, g.key, m) or {"mean": None, "ci_low": None, "ci_high": None, "n_streams": 0}
+            entry["segments"][display[m]].append({"start": g.start, "end": g.hi, **s})
+            if s["mean"] is None:
+                continue
+            name, h = names.get(m, g, floor, s["n_streams"], _clips(table, row.name, g.key) if m == "FVD" else None)
+            segment_rows.append({"variant": row.name, "segment_start": g.start, "segment_end": g.hi,
+                                 "metric": display[m], **s, "name": name, "protocol_hash": h})
+            if m in scores.PER_STREAM:
+                vals = table.values[(row.name, g.key, m)]
+                stream_rows += [{"variant": row.name, "scene": st[0], "seed": st[1], "segment_start": g.start,
+                                 "segment_end": g.hi, "metric": display[m], "value": vals[i]}
+                                for i, st in enumerate(streams) if np.isfinite(vals[i])]
+    if layouts is not None:
+        entry["layout_source"] = {stream_id(*st): runs for st, runs in layouts.items()}
+    return entry, survival
+
+
+def _differences(table: ScoreTable, order: list[str], ranges: list, display: dict) -> list[dict]:
+    """differences.csv: the paired a - b of every pair of rows (a listed first), range and metric."""
+    out = []
+    for i, a in enumerate(order):
+        for b in order[i + 1:]:
+            for g in ranges:
+                for m in dict.fromkeys(table.metrics(a, g.key)):
+                    d = table.difference(a, b, g.key, m)
+                    if d is not None:
+                        out.append({"a": a, "b": b, "range": g.key, "segment_start": g.start if g.hi else g.lo,
+                                    "segment_end": g.hi, "metric": display[m], "better": verdicts.better(m), **d})
+    return out

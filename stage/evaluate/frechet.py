@@ -5,27 +5,27 @@ and generated samples, then
 
     d^2 = ||mu1 - mu2||^2 + tr(Sigma1 + Sigma2 - 2 (Sigma1 Sigma2)^(1/2))
 
-computed in float64. The matrix square root uses scipy.linalg.sqrtm; when the product is singular
-(fewer samples than feature dimensions) it retries with eps * I added to both covariances, and drops
-the imaginary part that numerical error leaves (refusing when it is not negligible), as pytorch-fid does.
+computed in float64 by torchmetrics' FID arithmetic (_compute_fid: tr((S1 S2)^(1/2)) as the sum of the
+square roots of the eigenvalues of S1 S2, real part), which stays finite when the product is singular
+(fewer samples than feature dimensions, as in a 40-frame segment). weighted_distance_batch is the same
+formula over a batch of weightings of fixed feature sets: the bootstrap of pooled scores, where resample b
+draws each stream's clips w times, is a weighting, not a new pass over features.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import linalg
+import torch
+from torchmetrics.image.fid import _compute_fid
 
 from stage.errors import StageError
 
-SQRTM_EPS = 1e-6          # added to the covariance diagonals when the product is (near) singular
-IMAG_TOLERANCE = 1e-3     # largest |imaginary diagonal| of sqrtm accepted as numerical error,
-                          # relative to its largest real diagonal entry (at least 1)
+BATCH_BYTES = 1 << 27     # size of one chunk of batched covariance matrices (128 MiB)
 
 
 @dataclass
@@ -46,30 +46,97 @@ def fit(features: np.ndarray) -> GaussianStats:
     return GaussianStats(x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False)), len(x))
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = SQRTM_EPS) -> float:
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """Squared Frechet distance between N(mu1, sigma1) and N(mu2, sigma2) (the FID/FVD number)."""
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or s1.shape != s2.shape:
         raise ValueError(f"statistics differ in shape: {mu1.shape} vs {mu2.shape}, {s1.shape} vs {s2.shape}")
-    diff = mu1 - mu2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)   # singular products are handled below
-        covmean = linalg.sqrtm(s1 @ s2)
-        if not np.isfinite(covmean).all():
-            offset = np.eye(len(s1)) * eps
-            covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
-    if np.iscomplexobj(covmean):
-        scale = max(1.0, float(np.abs(np.diagonal(covmean).real).max()))
-        if np.abs(np.diagonal(covmean).imag).max() > IMAG_TOLERANCE * scale:
-            raise ValueError(f"sqrtm has an imaginary component {np.abs(covmean.imag).max():.3g}")
-        covmean = covmean.real
-    value = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+    value = float(_compute_fid(*(torch.from_numpy(a) for a in (mu1, s1, mu2, s2))))
     return max(value, 0.0)    # tiny negative values are round-off of identical statistics
 
 
 def distance(a: GaussianStats, b: GaussianStats) -> float:
     return frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
+
+
+def feature_distance(x: np.ndarray, y: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to features x and y; NaN when either has < 2 rows."""
+    if len(x) < 2 or len(y) < 2:
+        return float("nan")
+    return distance(fit(x), fit(y))
+
+
+def _trace_sqrt_product(c1: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:
+    """tr((c1 c2)^(1/2)) for batches of covariances. Where c1 (or else c2) is positive definite, c1 = L L^T
+    (Cholesky) and the eigenvalues of c1 c2 are those of the symmetric L^T c2 L (eigvalsh, 3x cheaper than
+    the general solver); elsewhere the general eigenvalues of c1 c2, as torchmetrics' _compute_fid takes them."""
+    out = torch.empty(len(c1), dtype=c1.dtype)
+    todo = torch.ones(len(c1), dtype=torch.bool)
+    for a, b in ((c1, c2), (c2, c1)):
+        idx = torch.nonzero(todo).flatten()
+        if not len(idx):
+            break
+        low, info = torch.linalg.cholesky_ex(a[idx])
+        ok = info == 0
+        if ok.any():
+            lk = low[ok]
+            out[idx[ok]] = torch.linalg.eigvalsh(lk.transpose(-1, -2) @ b[idx[ok]] @ lk).clamp_min(0).sqrt().sum(-1)
+            todo[idx[ok]] = False
+    idx = torch.nonzero(todo).flatten()
+    if len(idx):
+        out[idx] = torch.linalg.eigvals(c1[idx] @ c2[idx]).sqrt().real.sum(-1)
+    return out
+
+
+def _weighted(x: torch.Tensor, w: torch.Tensor):
+    """(N, mean, trace of the covariance) of B weightings w (B, n) of features x (n, D)."""
+    n = w.sum(1)
+    mu = (w @ x) / n[:, None]
+    trace = (w @ x.square().sum(1) - n * mu.square().sum(1)) / (n - 1)
+    return n, mu, trace
+
+
+def _covariances(x: torch.Tensor, w: torch.Tensor, n: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """(B, D, D) weighted covariances: (sum_i w_i x_i x_i^T - N mu mu^T) / (N - 1), one GEMM over rows."""
+    d = x.shape[1]
+    second = (w @ (x[:, :, None] * x[:, None, :]).reshape(len(x), d * d)).reshape(len(w), d, d)
+    return (second - n[:, None, None] * mu[:, :, None] * mu[:, None, :]) / (n - 1)[:, None, None]
+
+
+def _cross(x1, w1, mu1, x2, w2, mu2) -> torch.Tensor:
+    """K = Y_1 Y_2^T (B, n1, n2), Y the centred rows scaled by sqrt(weight), from the fixed X_1 X_2^T."""
+    k = (x1 @ x2.T)[None] - (mu2 @ x1.T)[:, :, None] - (mu1 @ x2.T)[:, None, :] + \
+        (mu1 * mu2).sum(1)[:, None, None]
+    return k * w1.sqrt()[:, :, None] * w2.sqrt()[:, None, :]
+
+
+def weighted_distance_batch(x1: np.ndarray, w1: np.ndarray, x2: np.ndarray, w2: np.ndarray) -> np.ndarray:
+    """Frechet distances (B,) between weighted feature sets: features x (n, D) on each side, weights w (B, n)
+    (how often resample b draws each row); NaN where a side weighs less than 2.
+
+    The formula of torchmetrics' _compute_fid, batched. With Y the centred rows scaled by sqrt(weight),
+    Sigma = Y^T Y / (N - 1), so the nonzero eigenvalues of Sigma_1 Sigma_2 are those of K K^T / ((N_1 - 1)
+    (N_2 - 1)) with K = Y_1 Y_2^T (n_1 x n_2): when a side has fewer rows than dimensions (a few clips per
+    segment, the real clips of a handful of scenes), that small symmetric eigenproblem replaces the D x D one."""
+    x1, x2 = torch.from_numpy(np.asarray(x1, np.float64)), torch.from_numpy(np.asarray(x2, np.float64))
+    w1, w2 = torch.from_numpy(np.asarray(w1, np.float64)), torch.from_numpy(np.asarray(w2, np.float64))
+    out = np.full(len(w1), np.nan)
+    ok = torch.nonzero((w1.sum(1) >= 2) & (w2.sum(1) >= 2)).flatten()
+    d = x1.shape[1]
+    small = min(len(x1), len(x2)) < d
+    step = max(1, BATCH_BYTES // (8 * (len(x1) * len(x2) if small else d * d) * 3))
+    for i in range(0, len(ok), step):
+        j = ok[i:i + step]
+        (n1, mu1, tr1), (n2, mu2, tr2) = _weighted(x1, w1[j]), _weighted(x2, w2[j])
+        if small:
+            k = _cross(x1, w1[j], mu1, x2, w2[j], mu2)
+            sym = k @ k.transpose(1, 2) if len(x1) <= len(x2) else k.transpose(1, 2) @ k
+            c = torch.linalg.eigvalsh(sym / ((n1 - 1) * (n2 - 1))[:, None, None]).clamp_min(0).sqrt().sum(-1)
+        else:
+            c = _trace_sqrt_product(_covariances(x1, w1[j], n1, mu1), _covariances(x2, w2[j], n2, mu2))
+        out[j.numpy()] = np.maximum(((mu1 - mu2).square().sum(-1) + tr1 + tr2 - 2 * c).numpy(), 0.0)
+    return out
 
 
 def save_stats(path: str | Path, stats: dict[str, GaussianStats], info: dict) -> None:

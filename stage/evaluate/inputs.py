@@ -1,37 +1,59 @@
-"""Reading what is evaluated: rollout folders, autoencoder reconstructions, layout-source lists.
+"""Reading what is evaluated: rollout folders (one per stream), autoencoder reconstructions, layout lists.
 
-    <rollouts>/<variant>/<scene>/frames.npy   uint8 (T, H, W, 3) decoded generated frames (lossless)
-    <rollouts>/<variant>/<scene>/meta.json    {"variant", "scene", "n_frames", "layout_source", "gt_frames"}
-    <rollouts>/<variant>/<scene>/latents.safetensors   (optional, not scored: its header is checked)
-    <reconstructions>/<scene>/frames.npy      uint8 (T, H, W, 3) ground truth encoded + decoded by our AE
+    <root>/<variant>/<scene>/seed-<seed>/frames.npy   uint8 (T, H, W, 3) decoded frames (lossless)
+    <root>/<variant>/<scene>/seed-<seed>/meta.json    {"variant", "scene", "seed", "n_frames", "gt_frames",
+                                                       "layout_source", "condition", "settings", ...}
+    <root>/<variant>/<scene>/seed-<seed>/latents.safetensors   (optional, not scored: its header is checked)
+    <reconstructions>/<scene>/frames.npy              uint8 (T, H, W, 3) ground truth encoded + decoded by our AE
 
-Folders whose name starts with '.' or '_' are skipped (temporary names of writers that rename into place).
+A *stream* is (scene, seed). Every variant under one root must hold the same streams, made under one rollout
+protocol (check_streams / check_protocols): a variant missing a stream, or made with other settings, would
+otherwise be compared on different data. Folders whose name starts with '.' or '_' are skipped (temporary
+names of writers that rename into place).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 
 import numpy as np
 
 from stage.errors import StageError
+from stage.evaluate import protocol
 from stage.readback import field, load_npy, read_json, safetensors_header
 
-RERUN_ROLLOUT = "re-run `stage rollout` for this scene (or remove its folder)"
+RERUN_ROLLOUT = "re-run `stage rollout` for this stream (or remove its folder)"
 RERUN_RECONSTRUCT = "re-run `stage reconstruct` for this scene"
 RERUN_STEP = "re-run the step that writes it (stage rollout, or the autoencoder reconstruction)"
+SEED_DIR = re.compile(r"seed-(0|[1-9][0-9]*)")
+# Settings that must agree between every stream of every variant (else the variants were not rolled out
+# alike), and those that must agree between variants on the same stream (the same scene data).
+GLOBAL_KEYS = ("n_frames", "num_steps", "config_hash", "autoencoder_hash", "forecaster")
+STREAM_KEYS = ("gt_frames", "cache_sha256")
+RESERVED = ("ceiling", "still_photograph", "persistence", "real_floor")
 
 
 @dataclass
 class Video:
-    """One video to score: generated rollout or reconstruction. `frames` is memory-mapped."""
+    """One video to score: a generated stream or a reconstruction. `frames` is memory-mapped."""
 
     name: str                 # scene name
     path: Path                # its frames.npy
     frames: np.ndarray
     gt_frames: int | None     # frames with ground truth (None = as many as the ground truth has)
     layout: list[str]         # per-frame layout source ("gt" or a forecaster name)
+    seed: int | None = None
+    meta: dict = dc_field(default_factory=dict)
+
+    @property
+    def stream(self) -> str:
+        return stream_id(self.name, self.seed)
+
+
+def stream_id(scene: str, seed) -> str:
+    return f"{scene}/seed-{seed}"
 
 
 def _visible_dirs(path: Path) -> list[Path]:
@@ -41,7 +63,7 @@ def _visible_dirs(path: Path) -> list[Path]:
 def load_frames(path: Path, fix: str = RERUN_STEP) -> np.ndarray:
     """uint8 (T, H, W, 3) frames, memory-mapped; StageError naming the file when it is missing or damaged."""
     if not path.is_file():
-        raise StageError(f"{path} is missing; each scene folder must hold frames.npy (uint8 (T, H, W, 3)); {fix}")
+        raise StageError(f"{path} is missing; each video folder must hold frames.npy (uint8 (T, H, W, 3)); {fix}")
     arr = load_npy(path, fix)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or len(arr) < 1:
         raise StageError(f"{path}: expected uint8 (T, H, W, 3) frames, got {arr.dtype} {arr.shape}. Frames must be "
@@ -99,32 +121,117 @@ def check_latents(path: Path, n_frames: int) -> None:
         raise StageError(f"{path}: expected a 'latents' tensor of {n_frames} frames, found {shapes}; {RERUN_ROLLOUT}")
 
 
-def find_rollouts(root: str | Path) -> dict[str, dict[str, Video]]:
-    """{variant: {scene: Video}} of every variant folder under `root` (any set of variants)."""
+def _stream_video(sdir: Path, variant: str, scene: str, seed: int, condition: str, flag: str) -> Video:
+    meta_path = sdir / "meta.json"
+    if not meta_path.is_file():
+        raise StageError(f"{meta_path} is missing: {sdir} is not a complete rollout (meta.json is written "
+                         "last). Re-run the rollout for this stream or remove the folder.")
+    meta = read_json(meta_path, RERUN_ROLLOUT)
+    for key, want in (("variant", variant), ("scene", scene), ("seed", seed)):
+        if key in meta and meta[key] != want:
+            raise StageError(f"{meta_path}: field '{key}' is {meta[key]!r} but the folder is {variant}/{scene}/"
+                             f"seed-{seed}; the folder was moved or copied: {RERUN_ROLLOUT}")
+    got = meta.get("condition", condition)
+    if got != condition:
+        other = "--one-step" if got == "real" else "--rollouts"
+        raise StageError(f"{meta_path}: field 'condition' is {got!r} but {flag} holds {condition!r} runs; pass "
+                         f"this folder with {other} instead")
+    gt_frames = None if meta.get("gt_frames") is None else field(meta, "gt_frames", meta_path, RERUN_ROLLOUT, int)
+    frames = load_frames(sdir / "frames.npy", RERUN_ROLLOUT)
+    if meta.get("n_frames") is not None and field(meta, "n_frames", meta_path, RERUN_ROLLOUT, int) != len(frames):
+        raise StageError(f"{sdir / 'frames.npy'}: holds {len(frames)} frames but {meta_path} says n_frames "
+                         f"{meta['n_frames']}; {RERUN_ROLLOUT}")
+    check_latents(sdir / "latents.safetensors", len(frames))
+    return Video(scene, sdir / "frames.npy", frames, gt_frames,
+                 parse_layout_source(meta.get("layout_source"), len(frames), str(meta_path)), seed, meta)
+
+
+def find_rollouts(root: str | Path, condition: str = "generated",
+                  flag: str = "--rollouts") -> dict[str, dict[tuple[str, int], Video]]:
+    """{variant: {(scene, seed): Video}} of every stream folder <root>/<variant>/<scene>/seed-<seed>/.
+    `condition` is what meta.json's "condition" must say where it says anything ("generated" for free
+    rollouts, "real" for teacher-forced one-step runs)."""
     root = Path(root)
+    layout = "<variant>/<scene>/seed-<seed>/frames.npy + meta.json"
     if not root.is_dir():
-        raise StageError(f"rollouts folder {root} does not exist; run `stage rollout` first or pass the folder "
-                         "that holds <variant>/<scene>/frames.npy with --rollouts.")
-    found: dict[str, dict[str, Video]] = {}
+        raise StageError(f"{flag} folder {root} does not exist; run `stage rollout` first or pass the folder that "
+                         f"holds {layout}.")
+    found: dict[str, dict[tuple[str, int], Video]] = {}
     for vdir in _visible_dirs(root):
-        scenes = {}
+        if vdir.name in RESERVED:
+            raise StageError(f"{vdir}: variant name {vdir.name!r} is reserved for a reference row; rename the "
+                             "variant's rollout folder")
+        streams = {}
         for sdir in _visible_dirs(vdir):
-            meta_path = sdir / "meta.json"
-            if not meta_path.is_file():
-                raise StageError(f"{meta_path} is missing: {sdir} is not a complete rollout (meta.json is written "
-                                 "with the frames). Re-run the rollout for this scene or remove the folder.")
-            meta = read_json(meta_path, RERUN_ROLLOUT)
-            gt_frames = None if meta.get("gt_frames") is None else field(meta, "gt_frames", meta_path, RERUN_ROLLOUT, int)
-            frames = load_frames(sdir / "frames.npy", RERUN_ROLLOUT)
-            check_latents(sdir / "latents.safetensors", len(frames))
-            scenes[sdir.name] = Video(sdir.name, sdir / "frames.npy", frames, gt_frames,
-                                      parse_layout_source(meta.get("layout_source"), len(frames), str(meta_path)))
-        if scenes:
-            found[vdir.name] = scenes
+            if (sdir / "frames.npy").exists() or (sdir / "meta.json").exists():
+                raise StageError(f"{sdir}: frames directly in the scene folder (the one-run-per-scene layout); "
+                                 f"expected {layout}. Re-run `stage rollout`, which writes one folder per seed.")
+            for seed_dir in _visible_dirs(sdir):
+                m = SEED_DIR.fullmatch(seed_dir.name)
+                if not m:
+                    raise StageError(f"{seed_dir}: expected a folder named seed-<seed> (e.g. seed-0) under the "
+                                     f"scene folder ({layout}); remove or rename it")
+                seed = int(m.group(1))
+                streams[(sdir.name, seed)] = _stream_video(seed_dir, vdir.name, sdir.name, seed, condition, flag)
+        if streams:
+            found[vdir.name] = streams
     if not found:
-        raise StageError(f"{root} holds no rollouts: expected <variant>/<scene>/frames.npy + meta.json. Run "
-                         "`stage rollout` first or point --rollouts at its output folder.")
+        raise StageError(f"{root} holds no rollouts: expected {layout}. Run `stage rollout` first or point {flag} "
+                         "at its output folder.")
     return found
+
+
+def check_streams(found: dict[str, dict], root: str | Path, scene_order: list[str]) -> list[tuple[str, int]]:
+    """The streams every variant holds, ordered by scene (split order) then seed; StageError naming the
+    first variant that lacks a stream another variant has."""
+    union = set().union(*(set(v) for v in found.values()))
+    for variant, streams in found.items():
+        missing = sorted(union - set(streams), key=lambda s: (scene_order.index(s[0]) if s[0] in scene_order
+                                                              else len(scene_order), s))
+        if missing:
+            has = sorted(v for v, s in found.items() if missing[0] in s)
+            names = ", ".join(stream_id(*s) for s in missing[:4]) + (f" and {len(missing) - 4} more"
+                                                                     if len(missing) > 4 else "")
+            raise StageError(f"{Path(root) / variant} lacks stream {names} ({', '.join(has)} "
+                             f"{'has' if len(has) == 1 else 'have'} it): every variant must be scored on the same "
+                             f"(scene, seed) streams; roll it out (`stage rollout --variant {variant} --scenes "
+                             f"{missing[0][0]} --seeds {missing[0][1]}`) or leave the scene out with evaluate.scenes")
+    return sorted(union, key=lambda s: (scene_order.index(s[0]) if s[0] in scene_order else len(scene_order), s))
+
+
+def rollout_settings(video: Video) -> dict:
+    """The comparability-relevant settings of one stream (from meta.json's "settings", else its top level);
+    n_frames is what frames.npy holds."""
+    meta = video.meta
+    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+    out = {k: settings.get(k, meta.get(k)) for k in GLOBAL_KEYS + STREAM_KEYS}
+    out["n_frames"] = len(video.frames)
+    return out
+
+
+def _same(video: Video, mine: dict, ref: Video, theirs: dict, what: str) -> None:
+    differ = [f"{k} {mine[k]!r} vs {theirs[k]!r}" for k in mine if mine[k] != theirs[k]]
+    if differ:
+        raise StageError(f"{video.path.parent / 'meta.json'}: rollout protocol {protocol.protocol_hash(mine)} differs "
+                         f"from {ref.path.parent / 'meta.json'}'s {protocol.protocol_hash(theirs)} "
+                         f"({'; '.join(differ)}); {what} must be rolled out with the same settings: re-run "
+                         "`stage rollout` for it with the config the others used")
+
+
+def check_protocols(found: dict[str, dict[tuple[str, int], Video]]) -> str:
+    """The rollout protocol hash (GLOBAL_KEYS) shared by every stream of every variant; StageError naming the
+    meta.json whose protocol differs, and the keys that differ, otherwise (STREAM_KEYS must agree between
+    the variants of one stream)."""
+    ref = None
+    first_of_stream: dict[tuple, tuple[Video, dict]] = {}
+    for variant in sorted(found):
+        for key, video in sorted(found[variant].items()):
+            s = rollout_settings(video)
+            glob, local = {k: s[k] for k in GLOBAL_KEYS}, {k: s[k] for k in STREAM_KEYS}
+            ref = ref or (video, glob)
+            _same(video, glob, *ref, "every stream of every variant")
+            _same(video, local, *first_of_stream.setdefault(key, (video, local)), "every variant on this stream")
+    return protocol.protocol_hash(ref[1])
 
 
 def find_reconstructions(root: str | Path, scenes: list[str]) -> dict[str, Video]:

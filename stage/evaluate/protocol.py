@@ -2,10 +2,11 @@
 
 Every reported score carries (docs: evaluation-protocol.md)
 
-- a name such as `FVD-proxy[proxy3d-v1, 64x112 crop, 16 f, N=74]` or
-  `FID[inception-2015-12-05@1a2b3c4d, 299x299 squash, 1 f, frames 1-39, N=80]`: family (FID, FVD, or
-  the -proxy families when the detector is a substitute), detector label, evaluation resolution and
-  resize rule, frames per clip, frame range when it is a segment, and the clip count N;
+- a name such as `KID-proxy[proxy2d-v1, 64x112 crop, 1 f, frames 1-39, 12 streams]`,
+  `FVD-proxy[proxy3d-v1, 64x112 crop, 16 f, frames 480-599, pooled over 12 streams, N=156]` or
+  `PSNR[128x224 native, all scored frames, 12 streams]`: family (FID, KID, FVD, or the -proxy families
+  when the detector is a substitute), detector label, evaluation resolution and resize rule, frames per
+  clip, frame range, streams and (pooled scores) the clip count N;
 - a protocol hash: sha256 (first 16 hex digits) of the canonical JSON of a protocol dict holding the
   generation and evaluation resolution, resize rule and filter, frames per clip, fps, clip selection
   (scenes, frame range, stride, start offset), clip counts, excluded conditioning frames, layout source
@@ -40,12 +41,20 @@ def metric_name(backbone, n: int, frames: tuple[int, int] | None = None) -> str:
     return f"{backbone.family}[{', '.join(parts + [f'N={n}'])}]"
 
 
-def paired_name(metric: str, size: tuple[int, int], n: int, frames: tuple[int, int] | None = None) -> str:
-    """Full name of a paired (or per-frame) metric, e.g. `SSIM[128x224 native, frames 1-599, N=1198]`."""
-    parts = [f"{size[0]}x{size[1]} native"]
-    if frames is not None:
-        parts.append(f"frames {frames[0]}-{frames[1]}")
-    return f"{metric}[{', '.join(parts + [f'N={n}'])}]"
+def frames_text(lo: int, hi: int | None) -> str:
+    """'frames 1-39' (inclusive) for [1, 40); 'all scored frames' when hi is None (each stream's own end)."""
+    return "all scored frames" if hi is None else f"frames {lo}-{hi - 1}"
+
+
+def score_name(family: str, frames: str, n_streams: int, backbone=None, size=None, n: int | None = None,
+               note: str | None = None) -> str:
+    """Full name of a score over streams: a detector's (backbone given) or a paired one (size given)."""
+    if backbone is not None:
+        parts = [backbone.label, _size(backbone), f"{backbone.clip_frames or 1} f"]
+    else:
+        parts = [f"{size[0]}x{size[1]} native"]
+    parts += [frames, f"pooled over {n_streams} streams, N={n}" if n is not None else f"{n_streams} streams"]
+    return f"{family}[{', '.join(parts + ([note] if note else []))}]"
 
 
 def detector_protocol(backbone) -> dict:

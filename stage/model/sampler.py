@@ -4,11 +4,16 @@ Frame T starts from fresh noise (x = sigma_max-scaled Gaussian, drawn from the g
 runs every step of diffusers' EDMEulerScheduler; at step t the UNet reads and writes `buffers[t]`, so
 the features it stores are those of frame T at step t (the grid of the paper's HTFT). Without churn
 the sampler is deterministic given the generator.
+
+A batch of independent streams (rollouts of several scenes / seeds at once) passes one generator per
+stream: each stream's noise is drawn from its own generator with shape (1, C, h, w), so it does not
+depend on which other streams share the batch.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Sequence
 
 import torch
 
@@ -24,9 +29,21 @@ def new_buffers(model: StageModel, num_steps: int | None = None) -> StepBuffers 
     return StepBuffers(steps, model.model_cfg["htft"]["buffer_size"])
 
 
+def initial_noise(ref: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
+    """Standard Gaussian noise shaped like `ref` (B, C, h, w); a sequence of B generators gives row i from
+    generator i alone."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(ref.shape, generator=generator, device=ref.device, dtype=ref.dtype)
+    if len(generator) != ref.shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {ref.shape[0]}")
+    return torch.cat([torch.randn((1, *ref.shape[1:]), generator=g, device=ref.device, dtype=ref.dtype)
+                      for g in generator])
+
+
 @torch.no_grad()
 def sample_frame(model: StageModel, cond: FrameConditions, buffers: StepBuffers | None = None,
-                 num_steps: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                 num_steps: int | None = None,
+                 generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
     """Sample frame T's latent (B, 4, h, w) given its conditions and the per-step buffers.
 
     Args:
@@ -34,7 +51,7 @@ def sample_frame(model: StageModel, cond: FrameConditions, buffers: StepBuffers 
         cond: frame T's conditions (cond_latent gives B, h, w).
         buffers: StepBuffers with one buffer per step (`new_buffers`), or None (no temporal memory).
         num_steps: sampling steps; default `diffusion.num_steps`. Must equal len(buffers).
-        generator: source of the initial noise.
+        generator: source of the initial noise: one generator, or one per batch row (independent streams).
     """
     num_steps = num_steps or model.diffusion_cfg["num_steps"]
     if buffers is not None and len(buffers) != num_steps:
@@ -43,8 +60,7 @@ def sample_frame(model: StageModel, cond: FrameConditions, buffers: StepBuffers 
     scheduler.set_timesteps(num_steps)
     scheduler.is_scale_input_called = True  # StageModel.denoise applies c_in itself; silences diffusers' warning
     ref = cond.cond_latent
-    x = torch.randn(ref.shape, generator=generator, device=ref.device, dtype=ref.dtype)
-    x = x * scheduler.init_noise_sigma
+    x = initial_noise(ref, generator) * scheduler.init_noise_sigma
     for step, t in enumerate(scheduler.timesteps):
         sigma = scheduler.sigmas[step]
         denoised = model.denoise(x, sigma.to(ref.device), cond, buffers[step] if buffers is not None else None)

@@ -1,11 +1,14 @@
-"""Assemble results/report.pdf from the pipeline's outputs (fixed layout under the results folder).
+"""Assemble the report from the pipeline's outputs (fixed layout under the results folder).
 
-    <results>/metrics.json, evaluation/segments.csv      `stage evaluate`
-    <results>/rollouts/<variant>/<scene>/                `stage rollout`
-    <results>/extracted/<long split>/                    ground truth for the strips
+    <results>/metrics.json, evaluation/segments.csv      `stage evaluate` (format_version 2)
+    <results>/rollouts/<variant>/<scene>/seed-<seed>/    `stage rollout` (frames.npy, video.mp4)
+    <results>/extracted/<long split>/                    ground truth for the strip and the video
     <results>/plots/*loss*.csv, <results>/metrics/*.json training logs and their summaries
-    <results>/figures/*.png                              `stage figures` and the contact sheet
+    <results>/figures/contact_sheet.png                  `stage contact-sheet`
     <results>/benchmarks/**/*.tsv                        Snakemake's wall time per step
+
+make_figures (the `figures` rule) writes the PNGs, the metrics tables (CSV, HTML) and the videos for
+Snakemake's report; build_report (the `report` rule) writes the one-file PDF summary.
 """
 
 from __future__ import annotations
@@ -16,71 +19,141 @@ from pathlib import Path
 
 from stage.config import REPO_ROOT, section_hash
 from stage.errors import StageError
-from stage.report import figures, provenance
-from stage.report.pdf import PAGE_WIDTH, Report, fmt
+from stage.report import figures, findings, metrics_file, provenance, streams, tables, videos
+from stage.report.metrics_file import Metrics
+from stage.report.pdf import PAGE_WIDTH, Report
 from stage.report.published import PEERS, STAGE_PAPER
 
-VARIANT_ORDER = ("full", "no_htft", "stages_1_2", "stage1_only")
-# (family key prefix, column label, better): which way is better decides the "wins" in the reading
-COLUMNS = (("FID", "FID", "lower"), ("FVD", "FVD", "lower"), ("PSNR", "PSNR (dB)", "higher"),
-           ("SSIM", "SSIM", "higher"), ("temporal_mad_ratio", "motion ratio", "one"))
+CM = 28.35  # points per centimetre
+DRIFT = {"PSNR": "drift_psnr", "kid": "drift_kid"}  # figure file names per metric (the rule's outputs)
+CAPTIONS = {
+    "drift_psnr": "Paired PSNR per segment against the recorded frames (higher is better), one line per variant "
+                  "with its 95% interval band; grey lines: baselines.",
+    "drift_kid": "KID per segment against the pooled real distribution (lower is better), one line per variant "
+                 "with its 95% interval band; grey lines: baselines.",
+    "collapse": "Time to collapse, one marker per stream; hollow markers at the rollout length did not collapse.",
+    "strips": "One stream: ground truth and each variant at T = 1, 40, 120, 240, 360, 480, 600 (1-based).",
+    "losses": "Training loss per step (log scale) with its running mean, per training run.",
+}
 
 
-def _metric(row: dict, prefix: str) -> dict | None:
-    """The row's metric whose family is `prefix` or `prefix-proxy` (FID and FID-proxy share a column)."""
-    for family, entry in row.get("metrics", {}).items():
-        if family == prefix or family == f"{prefix}-proxy":
-            return entry
-    return None
+# ---- figures, tables and videos (`stage figures`) -------------------------------------------------------
+def _shown_stream(m: Metrics, stream: tuple[str, int] | None) -> tuple[str, int]:
+    """The stream of the strip and the videos: `stream` if metrics.json scored it, else its first one."""
+    if stream is None:
+        return m.streams[0]
+    if tuple(stream) not in m.streams:
+        scored = ", ".join(streams.stream_id(*s) for s in m.streams[:4]) + (", ..." if len(m.streams) > 4 else "")
+        raise StageError(f"stream {streams.stream_id(*stream)} is not among the streams {m.path} scored "
+                         f"({scored}); pick one of those")
+    return tuple(stream)
 
 
-def _variants(rows: dict) -> list[str]:
-    found = [k for k, r in rows.items() if r.get("kind") == "generated"]
-    return [v for v in VARIANT_ORDER if v in found] + sorted(v for v in found if v not in VARIANT_ORDER)
+def _stream_rows(results: Path, config: dict, variants: list[str], scene: str, seed: int) -> list:
+    """(label, frames) of the ground truth and every variant on one stream."""
+    gt = streams.ground_truth_frames(results / "extracted" / config["dataset"]["long_split"], scene)
+    return [("ground truth", gt)] + [(v, streams.rollout_frames(results / "rollouts", v, scene, seed))
+                                     for v in variants]
 
 
-def make_figures(results: Path, config: dict) -> dict[str, Path]:
-    """The report's figures as PNGs under <results>/figures (the `figures` rule)."""
-    out, made = results / "figures", {}
-    seg = results / "evaluation" / "segments.csv"
-    if seg.is_file() and (p := figures.drift_curves(seg, out / "drift.png")):
-        made["drift"] = p
-    scenes = figures.rollout_scenes(results / "rollouts")
-    variants = [v for v in VARIANT_ORDER if v in scenes] + sorted(v for v in scenes if v not in VARIANT_ORDER)
-    if variants:
-        scene = sorted(set.intersection(*(set(scenes[v]) for v in variants)) or scenes[variants[0]])[0]
-        gt = results / "extracted" / config["dataset"]["long_split"]
-        made["strips"] = figures.frame_strips(results / "rollouts", gt, scene, variants, out / "strips.png")
-    losses = {p.stem.replace("_loss", "").replace("loss_", ""): p for p in sorted((results / "plots").glob("*loss*.csv"))}
+def _videos(results: Path, config: dict, variants: list[str], scene: str, seed: int, rows: list,
+            title: str) -> dict[str, Path]:
+    out = {f"video_{v}": videos.copy_video(streams.rollout_video(results / "rollouts", v, scene, seed),
+                                           results / "videos" / f"{v}.mp4") for v in variants}
+    mp4 = videos.side_by_side(rows, results / "videos" / "side_by_side.mp4", config["rollout"]["mp4_fps"])
+    out["side_by_side"] = videos.video_page(mp4, results / "videos" / "side_by_side.html", title,
+                                            "Ground truth and every variant, frame by frame (played together).")
+    return out
+
+
+def make_figures(results: str | Path, config: dict, stream: tuple[str, int] | None = None) -> dict[str, Path]:
+    """Everything the `figures` rule flags for Snakemake's report, under <results>/figures and /videos;
+    `stream` (scene, seed) is the one shown in the frame strip and the videos."""
+    results = Path(results)
+    m = metrics_file.load(results / "metrics.json")
+    out = results / "figures"
+    segments = figures.read_segments(results / "evaluation" / "segments.csv")
+    kinds = {name: m.kind(name) for name in m.generated() + m.baselines()}
+    made = {name: figures.drift_curves(segments, m.kid if key == "kid" else key, kinds, out / f"{name}.png",
+                                       m.horizon) for key, name in DRIFT.items()}
+    made["collapse"] = figures.collapse_strip({v: tables.collapse_points(m, v) for v in m.generated()},
+                                              m.horizon, out / "collapse.png")
+    scene, seed = _shown_stream(m, stream)
+    rows, title = _stream_rows(results, config, m.generated(), scene, seed), f"Stream {streams.stream_id(scene, seed)}"
+    made["strips"] = figures.frame_strips(rows, config["rollout"]["strip_frames"], title, out / "strips.png")
+    losses = {p.stem.replace("_loss", "").replace("loss_", ""): p
+              for p in sorted((results / "plots").glob("*loss*.csv"))}
     if p := figures.loss_curves(losses, out / "losses.png"):
         made["losses"] = p
+    made["metrics_table"] = tables.write_csv(m, out / "metrics_table.csv")
+    made["metrics_html"] = tables.write_html(m, findings.statements(m), out / "metrics_table.html")
+    made.update(_videos(results, config, m.generated(), scene, seed, rows, title))
     return made
 
 
-def _reading(rows: dict, variants: list[str]) -> list[str]:
-    """Plain statements derived from the numbers: who wins what, and the paper's two claims."""
-    lines = []
-    for prefix, label, better in COLUMNS:
-        entries = {v: e for v in variants if (e := _metric(rows[v], prefix)) and e["value"] is not None}
-        if len(entries) < 2:
-            continue
-        vals = {v: e["value"] for v, e in entries.items()}
-        label = next(iter(entries.values()))["family"] if prefix in ("FID", "FVD") else label
-        key = {"lower": lambda v: vals[v], "higher": lambda v: -vals[v], "one": lambda v: abs(vals[v] - 1)}[better]
-        best = min(vals, key=key)
-        lines.append(f"{label}: best is {best} ({fmt(vals[best])}; "
-                     + ", ".join(f"{v} {fmt(x)}" for v, x in vals.items() if v != best) + ").")
+# ---- the PDF (`stage report`): one function per section ------------------------------------------------
+def _what_was_run(doc: Report, m: Metrics, config: dict) -> None:
+    ds = config["dataset"]
+    dataset = (f"synthetic nuScenes-format world ({ds['version']}, seed {config['synth']['seed']})"
+               if ds["source"] == "synthetic" else f"nuScenes {ds['version']} at {ds['dataroot']}")
+    scenes = list(dict.fromkeys(s for s, _ in m.streams))
+    seeds = list(dict.fromkeys(seed for _, seed in m.streams))
+    doc.heading("What was run")
+    doc.bullets([
+        f"Dataset: {dataset}; training split `{ds['train_split']}`, held-out long split `{ds['long_split']}`; "
+        f"frames {config['extract']['height']}x{config['extract']['width']} from {config['extract']['channel']}.",
+        f"Variants: {', '.join(m.generated())}; baselines: {', '.join(m.label(b) for b in m.baselines()) or 'none'}.",
+        f"{len(m.streams)} streams per variant ({len(scenes)} held-out scenes x rollout seeds "
+        f"{', '.join(map(str, seeds))}), the same for every variant and baseline; {m.horizon} frames per rollout.",
+        "Detectors: " + ", ".join(m.families.values()) + (" (substitute networks with fixed random weights, "
+                                                          "labelled -proxy everywhere: not comparable with "
+                                                          "published numbers)." if _proxy(m) else "."),
+        f"Config hash {section_hash(config)}.",
+    ])
 
-    def compare(a, b, claim):
-        fvd_a, fvd_b = (_metric(rows[v], "FVD") if v in rows else None for v in (a, b))
-        if fvd_a and fvd_b and fvd_a["value"] is not None and fvd_b["value"] is not None:
-            held = fvd_a["value"] < fvd_b["value"]
-            lines.append(f"{claim}: {'held' if held else 'did not hold'} here on {fvd_a['family']} "
-                         f"({a} {fmt(fvd_a['value'])} vs {b} {fmt(fvd_b['value'])}).")
 
-    compare("full", "no_htft", "Paper claim, HTFT improves long-horizon video quality")
-    compare("full", "stage1_only", "Paper claim, multi-stage training beats streaming learning alone")
-    return lines
+def _proxy(m: Metrics) -> bool:
+    return any(f.endswith("-proxy") for f in m.families.values())
+
+
+def _read_first(doc: Report, m: Metrics) -> None:
+    doc.box("Read this first: the variants against a frozen frame", findings.statements(m),
+            warning=findings.loses(m))
+
+
+def _verdicts(doc: Report, m: Metrics) -> None:
+    doc.heading("Claims and verdicts")
+    if not m.claims:
+        doc.paragraph("metrics.json lists no claims (evaluate.claims is empty): nothing was tested.")
+        return
+    doc.table(tables.VERDICT_HEADER, tables.verdict_rows(m),
+              col_widths=_widths(6, (4.0, 2.8, 3.4, 3.0, 1.5)),
+              note="Effect and its 95% bootstrap interval as computed by `stage evaluate`; the verdict follows "
+                   "the rule in the notes, fixed in the config before any number was seen.")
+
+
+def _widths(n: int, first_cm: tuple) -> list[float]:
+    """Column widths: the first columns as given (cm), the page's rest shared by the others."""
+    rest = (PAGE_WIDTH - sum(first_cm) * CM) / max(n - len(first_cm), 1)
+    return [w * CM for w in first_cm] + [rest] * (n - len(first_cm))
+
+
+def _metrics_tables(doc: Report, m: Metrics) -> None:
+    doc.heading("Metrics per variant and baseline")
+    doc.paragraph("Mean over streams [95% bootstrap interval].")
+    for title, window in [("All scored frames", None)] + [(f"Frames {tables.frames_label(*w)}", w)
+                                                          for w in m.claim_windows()]:
+        doc.heading(title, level=2)
+        header, rows = tables.metrics_table(m, window)
+        doc.table(header, rows, col_widths=_widths(len(header), (2.6, 2.3, 1.5)))
+    doc.heading("Time to collapse", level=2)
+    doc.table(*tables.collapse_table(m))
+    if m.one_step:
+        doc.heading("One-step (teacher-forced) quality", level=2)
+        header, rows = tables.one_step_table(m)
+        doc.table(header, rows, col_widths=_widths(len(header), (2.6, 1.3, 1.3)),
+                  note="Each frame generated from the real previous frame; persistence repeats the real previous "
+                       "frame.")
 
 
 def _training_tables(doc: Report, results: Path) -> None:
@@ -104,94 +177,50 @@ def _training_tables(doc: Report, results: Path) -> None:
                   note="Losses are running means over the first and last steps of each run (train.smooth_steps).")
 
 
-def build_report(results: str | Path, config: dict, out: str | Path) -> Path:
-    results = Path(results).resolve()
-    metrics_path = results / "metrics.json"
-    if not metrics_path.is_file():
-        raise StageError(f"{metrics_path} is missing: run `stage evaluate` (Snakemake rule `evaluate`) first")
-    metrics = json.loads(metrics_path.read_text())
-    rows = metrics["rows"]
-    variants = _variants(rows)
-    made = {name: results / "figures" / f"{name}.png" for name in ("drift", "strips", "losses")}
-    made = {k: v for k, v in made.items() if v.is_file()}
-    fam = metrics["families"]
-    proxy = any(f.endswith("-proxy") for f in fam.values())
-
-    doc = Report("STAGE reproduction report")
-    doc.paragraph(f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by `stage report`.")
-    doc.heading("What was run")
-    ds = config["dataset"]
-    dataset = (f"synthetic nuScenes-format world ({ds['version']}, seed {config['synth']['seed']})"
-               if ds["source"] == "synthetic" else f"nuScenes {ds['version']} at {ds['dataroot']}")
-    doc.bullets([
-        f"Dataset: {dataset}; training split `{ds['train_split']}`, held-out long split `{ds['long_split']}`; "
-        f"frames {config['extract']['height']}x{config['extract']['width']} from {config['extract']['channel']}.",
-        f"Variants: {', '.join(variants) or 'none'}; scenes: {', '.join(metrics['scenes'])}; horizon "
-        f"{metrics['horizon']} frames.",
-        f"Backbones: {fam['fid']} and {fam['fvd']}" + (" (substitute networks with fixed random weights, since "
-                                                        "no Inception/I3D file was configured: labelled -proxy "
-                                                        "everywhere, not comparable with published FID/FVD)."
-                                                        if proxy else " (standard detector files)."),
-        f"Config hash {section_hash(config)}; evaluation protocol hashes are listed with each metric below.",
-    ])
-
-    _training_tables(doc, results)
-
-    doc.heading("Main table")
-    header = ["row"] + [fam.get(prefix.lower(), label) for prefix, label, _ in COLUMNS]
-    table_rows, names = [], set()
-    for key in variants + [k for k in ("noise_floor", "ceiling") if k in rows]:
-        cells = []
-        for prefix, _, _ in COLUMNS:
-            e = _metric(rows[key], prefix)
-            cells.append(None if e is None else e["value"])
-            if e is not None:
-                names.add(f"{e['name']} (protocol {e['protocol_hash']})")
-        table_rows.append([key.replace("_", " ")] + cells)
-    doc.table(header, table_rows, note="Noise floor: real vs real on two disjoint subsets. Ceiling: ground-truth "
-              "frames encoded and decoded by our autoencoder. Motion ratio: mean frame-to-frame change of the "
-              "generated video over that of the real one (1 = real-like).")
-    doc.paragraph("Metric definitions: " + "; ".join(sorted(names)), small=True)
-
+def _published(doc: Report, m: Metrics) -> None:
     doc.heading("Published numbers (context, not a ranking)")
-    pub_rows = [[m, f"{f:.1f}", f"{v:.1f}", c, p] for m, f, v, c, p in [*PEERS, STAGE_PAPER]]
-    doc.table(["model", "FID", "FVD", "source", "protocol"], pub_rows,
-              col_widths=[2.6 * 28.35, 1.3 * 28.35, 1.3 * 28.35, PAGE_WIDTH - 10.2 * 28.35, 5.0 * 28.35],
+    doc.table(["model", "FID", "FVD", "source", "protocol"],
+              [[n, f"{f:.1f}", f"{v:.1f}", c, p] for n, f, v, c, p in [*PEERS, STAGE_PAPER]],
+              col_widths=[2.6 * CM, 1.3 * CM, 1.3 * CM, PAGE_WIDTH - 10.2 * CM, 5.0 * CM],
               note="nuScenes front camera, as published; protocols differ (8 to 25 frames per clip, 150 to 5 369 "
-                   "clips). Our numbers above use other data and backbones" + (" (proxies)" if proxy else "") + ".")
+                   "clips). Our numbers use other data and detectors" + (" (proxies)" if _proxy(m) else "") + ".")
 
-    doc.heading("Ablations")
-    for title, keys in (("HTFT on vs off", ("full", "no_htft")),
-                        ("Training stages: 1 vs 1+2 vs 1+2+3", ("stage1_only", "stages_1_2", "full"))):
-        present = [k for k in keys if k in rows]
-        if present:
-            doc.heading(title, level=2)
-            doc.table(header, [[k] + [(e or {}).get("value") for e in (_metric(rows[k], p) for p, _, _ in COLUMNS)]
-                               for k in present])
 
-    doc.heading("Reading")
-    doc.bullets(_reading(rows, variants) or ["Fewer than two variants were evaluated: nothing to compare."])
-    if proxy:
-        doc.paragraph("Scores come from proxy detectors on a small synthetic world: they rank our variants against "
-                      "each other and against the noise floor and ceiling, and say nothing about the paper's "
-                      "absolute FID/FVD.")
-    doc.paragraph("Drift: past the end of a recorded scene there is no paired ground truth, so drift uses unpaired "
-                  "distribution metrics per segment against one pooled real distribution; PSNR/SSIM only where "
-                  "ground truth exists.")
-    for note in metrics.get("notes", []):
-        doc.paragraph(f"Note: {note}", small=True)
-
+def _figures(doc: Report, results: Path) -> None:
     doc.page_break()
     doc.heading("Figures")
-    captions = {"drift": "Long-horizon drift: metrics per segment vs frame index, all variants.",
-                "strips": "Ground truth and each variant at T = 1, 40, 120, 240, 360, 480, 600.",
-                "losses": "Training loss per step (log scale) with its running mean, per training run."}
-    for name, png in made.items():
-        doc.figure(png, captions[name])
-    sheet = results / "figures" / "contact_sheet.png"
-    if sheet.is_file():
+    for name, caption in CAPTIONS.items():
+        if (png := results / "figures" / f"{name}.png").is_file():
+            doc.figure(png, caption)
+    if (sheet := results / "figures" / "contact_sheet.png").is_file():
         doc.figure(sheet, "The training data: frames, and frames with their HD-map and box layouts.")
 
+
+def _notes(doc: Report, m: Metrics) -> None:
+    doc.heading("Notes")
+    notes = m.notes
+    lines = ["Frame ranges are 0-based and inclusive; frame 0 is the real conditioning frame and is never scored. "
+             "Strip and video frame numbers T are 1-based."]
+    if _proxy(m):
+        lines.append(f"{', '.join(f for f in m.families.values() if f.endswith('-proxy'))}: proxy detectors (fixed "
+                     "random-feature networks); they rank our variants and baselines against each other and say "
+                     "nothing about published FID/FVD/KID.")
+    if isinstance(b := notes.get("bootstrap"), dict):
+        level = b.get("level")
+        level = f"{level * 100:g}%" if isinstance(level, (int, float)) and level <= 1 else str(level)
+        lines.append(f"Intervals: {level} bootstrap, resampling {b.get('unit', 'streams')} "
+                     f"({b.get('resamples')} resamples, seed {b.get('seed')}).")
+    if isinstance(c := notes.get("collapse"), dict):
+        lines.append("Time to collapse: the first frame at which the collapse statistic crosses its threshold; the "
+                     f"rollout length ({m.horizon}) where it never does. "
+                     + "; ".join(f"{k}: {v}" for k, v in c.items()) + ".")
+    if isinstance(rule := notes.get("verdict_rule"), str):
+        lines.append(f"Verdict rule: {rule}")
+    lines += [f"Note: {n}" for n in notes.get("notes") or [] if isinstance(n, str)]
+    doc.bullets(lines)
+
+
+def _provenance(doc: Report, results: Path, config: dict) -> None:
     doc.page_break()
     doc.heading("Provenance")
     tracked = [results / p for p in ("world", "extracted", "autoencoder", "latents", "checkpoints")
@@ -204,9 +233,25 @@ def build_report(results: str | Path, config: dict, out: str | Path) -> Path:
                  "packages: " + ", ".join(f"{k} {v}" for k, v in prov["packages"].items())])
     if prov["data"]:
         doc.table(["output", "digest", "from"], [list(r) for r in prov["data"]],
-                  col_widths=[4.5 * 28.35, 7.5 * 28.35, PAGE_WIDTH - 12 * 28.35])
+                  col_widths=[4.5 * CM, 7.5 * CM, PAGE_WIDTH - 12 * CM])
     if prov["step_seconds"]:
         total = sum(s for _, s in prov["step_seconds"])
         doc.table(["pipeline step", "wall time (s)"], [[k, v] for k, v in prov["step_seconds"]] + [["sum", total]],
                   col_widths=[PAGE_WIDTH * 0.7, PAGE_WIDTH * 0.3])
+
+
+def build_report(results: str | Path, config: dict, out: str | Path) -> Path:
+    results = Path(results).resolve()
+    m = metrics_file.load(results / "metrics.json")
+    doc = Report("STAGE reproduction report")
+    doc.paragraph(f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by `stage report`.")
+    _read_first(doc, m)
+    _verdicts(doc, m)
+    _metrics_tables(doc, m)
+    _what_was_run(doc, m, config)
+    _training_tables(doc, results)
+    _published(doc, m)
+    _notes(doc, m)
+    _figures(doc, results)
+    _provenance(doc, results, config)
     return doc.write(out)

@@ -68,6 +68,18 @@ class Report:
         if note:
             self.paragraph(note)
 
+    def box(self, title: str, lines: list[str], warning: bool = False):
+        """A framed panel, tinted when it warns: for what a reader must not miss."""
+        tint = colors.Color(1.0, 0.9, 0.85) if warning else colors.Color(0.9, 0.96, 0.9)
+        edge = colors.Color(0.75, 0.2, 0.1) if warning else colors.Color(0.3, 0.55, 0.3)
+        body = _STYLES["BodyText"]
+        cells = [[Paragraph(f"<b>{escape(title)}</b>", body)]] + [[Paragraph(escape("\u2022 " + s), body)]
+                                                                   for s in lines]
+        t = Table(cells, colWidths=[PAGE_WIDTH])
+        t.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), tint), ("BOX", (0, 0), (-1, -1), 1.2, edge),
+                               ("LEFTPADDING", (0, 0), (-1, -1), 8), ("RIGHTPADDING", (0, 0), (-1, -1), 8)]))
+        self.flow += [t, Spacer(1, 0.3 * cm)]
+
     def figure(self, png: str | Path, caption: str = "", width: float = PAGE_WIDTH, max_height: float = 12 * cm):
         from PIL import Image as PILImage
 

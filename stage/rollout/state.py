@@ -1,4 +1,4 @@
-"""The streaming state of a rollout, checkpointed every `rollout.checkpoint_every` frames.
+"""The streaming state of one stream of a rollout, checkpointed every `rollout.checkpoint_every` frames.
 
     <work>/state/frame-000060/state.safetensors   latents so far (T', C, h, w), last frame latent,
                                                   generator RNG state, StepBuffers contents
@@ -9,6 +9,10 @@ KEEP of them are kept, so a resume whose newest state was damaged afterwards fal
 before. Buffer tensors are named "buffer.<step>.<age>.<skip>", age 0 = the oldest frame still held;
 restoring pushes them back in that order. load_state checks both files against each other and refuses a
 damaged state with one StageError line naming the file.
+
+A batch of streams runs with batched buffers ((B, C, H, W) entries); each stream's state holds its own
+row (`stream_buffers`), and a resume stacks the rows back (`batch_buffers`), so a state does not depend
+on the batch it was saved from (the batch a partial state belongs to is part of its settings).
 """
 
 from __future__ import annotations
@@ -54,6 +58,31 @@ def buffer_tensors(buffers: StepBuffers | None) -> tuple[dict[str, torch.Tensor]
             for i, f in enumerate(buf.get(age - len(buf))):
                 tensors[f"buffer.{step}.{age}.{i}"] = f.detach().cpu().contiguous().clone()
     return tensors, {"enabled": True, "num_steps": len(buffers), "size": buffers[0].size, "lengths": lengths}
+
+
+def stream_buffers(buffers: StepBuffers | None, row: int) -> StepBuffers | None:
+    """Row `row` of batched buffers: the StepBuffers that stream would hold alone ((1, C, H, W) entries)."""
+    if buffers is None:
+        return None
+    out = StepBuffers(len(buffers), buffers[0].size)
+    for step in range(len(buffers)):
+        buf = buffers[step]
+        for age in range(len(buf)):
+            out[step].push([f[row:row + 1] for f in buf.get(age - len(buf))])
+    return out
+
+
+def batch_buffers(rows: list[StepBuffers | None]) -> StepBuffers | None:
+    """Per-stream buffers stacked along the batch, in order (the inverse of stream_buffers)."""
+    if rows[0] is None:
+        return None
+    out = StepBuffers(len(rows[0]), rows[0][0].size)
+    for step in range(len(out)):
+        n = len(rows[0][step])
+        for age in range(n):
+            entries = [r[step].get(age - n) for r in rows]
+            out[step].push([torch.cat(skips) for skips in zip(*entries)])
+    return out
 
 
 def restore_buffers(tensors: dict[str, torch.Tensor], layout: dict, device) -> StepBuffers | None:
@@ -130,6 +159,9 @@ def _check_layout(layout: dict, tensors: dict, next_frame: int, where: Path) -> 
     if len(shapes) > 1:
         raise StageError(f"{where.with_name('state.safetensors')}: its buffer tensors differ in shape from frame to "
                          f"frame; {DISCARD}")
+    if any(t.ndim != 4 or t.shape[0] != 1 for skips in found.values() for t in skips.values()):
+        raise StageError(f"{where.with_name('state.safetensors')}: its buffer tensors are not one stream's "
+                         f"(1, C, H, W) features; {DISCARD}")
 
 
 def _check_tensors(tensors: dict, next_frame: int, latent_shape, where: Path) -> None:

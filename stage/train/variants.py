@@ -11,6 +11,7 @@ Stage 1 never uses HTFT (no buffer, fusion modules frozen), so ONE stage-1 run s
     no_htft      1 + 2 + 3, HTFT off         (trains stages 2 and 3, same steps as full)
     stages_1_2   = full's stage-2 checkpoint (no runs of its own)
     stage1_only  = the shared stage-1 checkpoint
+    no_htft_1_2  = no_htft's stage-2 checkpoint (the control of stages_1_2: HTFT's effect at stage 2)
 """
 
 from __future__ import annotations

@@ -85,7 +85,19 @@ PRETRAINED_AE = config["autoencoder"]["source"] != "embedded"
 _long = planned_scene_names(config, DATA["long_split"])
 _pick = DATA["rollout_scenes"]
 ROLLOUT_SCENES = _long if _pick is None else _long[:_pick] if isinstance(_pick, int) else list(_pick)
-ROLLOUTS = [f"{R}/rollouts/{v}/{s}" for v in VARIANTS for s in ROLLOUT_SCENES]
+# A stream is one (held-out scene, rollout seed): every variant is rolled out on the same streams, as one
+# batched job per variant; the teacher-forced one-step runs use the first seed of every scene.
+SEEDS = config["rollout"]["seeds"]
+STREAMS = [(s, k) for s in ROLLOUT_SCENES for k in SEEDS]
+ONE_STEP_STREAMS = [(s, SEEDS[0]) for s in ROLLOUT_SCENES]
+
+
+def stream_dirs(root, variant, streams):
+    return [f"{root}/{variant}/{scene}/seed-{seed}" for scene, seed in streams]
+
+
+ROLLOUTS = [d for v in VARIANTS for d in stream_dirs(f"{R}/rollouts", v, STREAMS)]
+ONE_STEP = [d for v in VARIANTS for d in stream_dirs(f"{R}/one_step", v, ONE_STEP_STREAMS)]
 AE_INPUT = [] if PRETRAINED_AE else [f"{R}/autoencoder"]
 
 

@@ -1,6 +1,6 @@
 # Three-stage training. Stage 1 never uses HTFT, so one stage-1 run serves every variant; stages 2 and 3
 # run for the variants trained on their own (train.variants: trained_as null), the others reuse a
-# checkpoint (stages_1_2 = full's stage 2, stage1_only = stage 1). Runs always pass --resume: the
+# checkpoint (stages_1_2 = full's stage 2, no_htft_1_2 = no_htft's stage 2, stage1_only = stage 1). Runs always pass --resume: the
 # checkpoints/ folder inside a run directory is not a declared output, so Snakemake keeps it when it
 # reruns a killed job, and training continues from the last checkpoint. For the same reason the loss log
 # stays in the run directory while training appends to it, and is copied out when the run is done.
