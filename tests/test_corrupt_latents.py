@@ -88,13 +88,15 @@ def test_encode_repairs_a_damaged_cache(rollout_inputs, tmp_path, capsys, kind, 
     damage(cache, scene, kind, how)
     rc, out, err = run_cli(capsys, *encode_argv(rollout_inputs, cache))
     assert rc == 0, err[-3000:]
-    assert json.loads(out.strip().splitlines()[-1])["encoded"] == 1
+    # a damaged manifest vouches for no shard, so every scene is encoded again; a damaged shard only itself
+    expected = len(rollout_inputs[1]["scenes"]) if kind == "cache manifest" else 1
+    assert json.loads(out.strip().splitlines()[-1])["encoded"] == expected
     said = "ignoring the damaged manifest" if kind == "cache manifest" else f"re-encoding {scene}: shard"
     assert said in out
     original, repaired = (load_file(str(shard_of(c, scene))) for c in (rollout_inputs[1]["cache"], cache))
     assert original.keys() == repaired.keys()
     assert all(torch.equal(original[k], repaired[k]) for k in original)
-    assert LatentCache(cache).scene_names == [scene]
+    assert LatentCache(cache).scene_names == rollout_inputs[1]["scenes"]
     assert not [p.name for p in cache.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
@@ -103,7 +105,7 @@ def test_a_truncated_shard_is_not_skipped_as_done(rollout_inputs, tmp_path, caps
     corrupt(shard_of(cache, rollout_inputs[1]["scene"]), "truncate")
     run_cli(capsys, *encode_argv(rollout_inputs, cache))
     rc, out, _ = run_cli(capsys, *encode_argv(rollout_inputs, cache))  # now intact: nothing to do
-    assert rc == 0 and json.loads(out.strip().splitlines()[-1])["skipped"] == 1
+    assert rc == 0 and json.loads(out.strip().splitlines()[-1])["skipped"] == len(rollout_inputs[1]["scenes"])
 
 
 @pytest.mark.parametrize("key", ["file", "n_frames", "autoencoder_hash", "size", "sha256", "shapes"])
