@@ -23,16 +23,25 @@ from stage import config as config_mod
 from stage.errors import StageError
 
 
-def positive_int(text: str) -> int:
-    """argparse type of a count (--threads, --frames, ...): a whole number >= 1. Zero or a negative is refused,
-    never replaced by a default."""
+def _int_at_least(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count (--threads, --frames, ...): a whole number >= 1. Zero or a negative is refused,
+    never replaced by a default."""
+    return _int_at_least(text, 1)
+
+
+def seed_int(text: str) -> int:
+    """argparse type of a seed: any whole number >= 0 (a seed is no count: 0 is a seed like any other)."""
+    return _int_at_least(text, 0)
 
 
 def command_table() -> dict[str, tuple[str, str]]:

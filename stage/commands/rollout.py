@@ -5,21 +5,8 @@ HELP = ("Stream a trained model into long videos (600 frames by default) of scen
         "resumable job")
 
 
-def seed_int(text: str) -> int:
-    """argparse type of a seed: any whole number >= 0 (a seed is no count: 0 is a seed like any other)."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def add_arguments(parser):
-    from stage.cli import positive_int
+    from stage.cli import positive_int, seed_int
 
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
                         help="the --out folder of `stage train` (model.safetensors + conditions.safetensors)")

@@ -105,12 +105,18 @@ class Metrics:
         return sorted({tuple(c["frames"]) for c in self.claims if c["frames"] and c["metric"] in metrics})
 
 
-def _variant(raw, where: str) -> dict:
+def _labelled(raw, where: str, key: str, allowed: tuple[str, ...]) -> str:
+    """raw[key] of the JSON object `raw`, which must be one of `allowed`."""
     if not isinstance(raw, dict):
         raise StageError(f"{where} is {raw!r}, not an object; {FIX}")
-    kind = field(raw, "kind", where, FIX, str)
-    if kind not in KINDS:
-        raise StageError(f"{where}: kind {kind!r} is not one of {list(KINDS)}; {FIX}")
+    value = field(raw, key, where, FIX, str)
+    if value not in allowed:
+        raise StageError(f"{where}: {key} {value!r} is not one of {list(allowed)}; {FIX}")
+    return value
+
+
+def _variant(raw, where: str) -> dict:
+    kind = _labelled(raw, where, "kind", KINDS)
     overall = field(raw, "overall", where, FIX, dict)
     ttc = raw.get("time_to_collapse") if kind != "generated" else field(raw, "time_to_collapse", where, FIX, list)
     return {"kind": kind, "streams": raw.get("streams"),
@@ -122,11 +128,7 @@ def _variant(raw, where: str) -> dict:
 
 
 def _claim(raw, where: str) -> dict:
-    if not isinstance(raw, dict):
-        raise StageError(f"{where} is {raw!r}, not an object; {FIX}")
-    verdict = field(raw, "verdict", where, FIX, str)
-    if verdict not in VERDICTS:
-        raise StageError(f"{where}: verdict {verdict!r} is not one of {list(VERDICTS)}; {FIX}")
+    verdict = _labelled(raw, where, "verdict", VERDICTS)
     frames = raw.get("frames")
     if frames is not None and not (isinstance(frames, list) and len(frames) == 2
                                    and all(isinstance(f, int) and not isinstance(f, bool) for f in frames)):
