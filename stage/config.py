@@ -55,7 +55,22 @@ def validate(config: dict, source: str = "config") -> dict:
         e = errors[0]
         where = ".".join(str(p) for p in e.path) or "(top level)"
         raise StageError(f"{source}: invalid value at '{where}': {e.message}. See {SCHEMA_PATH} for allowed values.")
+    check_one_sampler(config, config["diffusion"]["num_steps"], source)
     return config
+
+
+def check_one_sampler(config: dict, trained_steps: int, source: str) -> None:
+    """StageError where stage 3's simulated inference or the rollouts would sample with other steps than
+    `trained_steps` (diffusion.num_steps; a rollout passes its checkpoint's) without
+    diffusion.allow_sampler_mismatch: the model would meet a sampler at rollout it never trained through."""
+    if config["diffusion"]["allow_sampler_mismatch"]:
+        return
+    for key, value in (("train.stage3.sampling_steps", config["train"]["stage3"]["sampling_steps"]),
+                       ("rollout.num_steps", config["rollout"]["num_steps"])):
+        if value is not None and value != trained_steps:
+            raise StageError(f"{source}: {key} is {value} but the sampler has {trained_steps} steps "
+                             "(diffusion.num_steps): simulated inference and rollouts share one sampler; set "
+                             f"{key} to null, or diffusion.allow_sampler_mismatch: true to mismatch on purpose")
 
 
 def deep_merge(base: dict, override: dict) -> dict:

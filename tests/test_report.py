@@ -220,7 +220,7 @@ def test_figures_tables_and_videos_from_constructed_inputs(results):
 
     root, cfg = results
     made = make_figures(root, cfg)
-    assert set(made) == {"drift_psnr", "drift_kid", "collapse", "strips", "losses", "metrics_table",
+    assert set(made) == {"drift_psnr", "drift_kid", "collapse", "strips", "losses", "noise_levels", "metrics_table",
                          "metrics_html", "side_by_side"} | {f"video_{v}" for v in VARIANTS}
     for name in CAPTIONS:
         with Image.open(made[name]) as im:

@@ -26,10 +26,12 @@ def runs(tmp_path_factory):
     """A toy cache and the stage-1 -> stage-2 -> stage-3 chain of variant `full` on it."""
     root = tmp_path_factory.mktemp("train")
     cache = make_toy_cache(root)
-    out = {"cache": cache, "root": root}
+    held_out = make_toy_cache(root / "held_out", n_frames=9)
+    out = {"cache": cache, "root": root, "held_out": held_out}
     for stage, init in ((1, None), (2, "s1"), (3, "s2")):
         out[f"s{stage}"] = root / f"s{stage}"
-        rc = Trainer(CFG, stage, "full", cache, out[f"s{stage}"], init=out.get(init), progress=False).run()
+        rc = Trainer(CFG, stage, "full", cache, out[f"s{stage}"], init=out.get(init), progress=False,
+                     val_cache=held_out).run()
         assert rc == 0
     return out
 
@@ -76,9 +78,10 @@ def test_stage3_conditions_on_its_own_outputs_except_every_w_frames(runs):
             expected = window["prev_latent"][:, j] if real[j] else generated[:, j - 1]
             assert torch.equal(used[:, j], expected)
         assert not torch.equal(generated[:, 1], window["latent"][:, 1])
-    # the run's log: W doubles every 2 steps, real condition frames exactly at j % W == 0
+    # the run's log: W doubles every 2 steps, real condition frames exactly at j % W == 0 over the lead-in
+    # (buffer_size 4 frames) and the window (4 frames) alike
     rows = list(csv.DictReader(open(runs["s3"] / "stage3_collections.csv")))
-    assert [(int(r["step"]), int(r["W"]), r["sources"]) for r in rows] == [(0, 2, "RGRG"), (2, 4, "RGGG")]
+    assert [(int(r["step"]), int(r["W"]), r["sources"]) for r in rows] == [(0, 2, "RGRGRGRG"), (2, 4, "RGGGRGGG")]
 
 
 def test_w_curriculum_doubles_and_caps():
@@ -146,3 +149,77 @@ def test_no_htft_variant_starts_from_the_shared_stage1_run(runs, tmp_path):
     s1 = load_file(str(runs["s1"] / "model.safetensors"))
     enc = "unet.unet.down_blocks.0.resnets.0.conv1.weight"
     assert torch.equal(weights[enc], s1[enc])
+
+
+def test_trained_frames_of_stages_2_and_3_find_the_buffer_full(runs):
+    for stage in (2, 3):
+        m = json.loads((runs[f"s{stage}"] / "metrics.json").read_text())
+        assert m["lead_in_frames"] == CFG["model"]["htft"]["buffer_size"]
+        assert m["buffer_full_share"] >= 0.9  # the default lead-in fills every selected offset
+
+
+def test_without_lead_in_the_buffer_starts_empty_at_each_window(runs, tmp_path):
+    cfg = config.validate(config.deep_merge(TINY_CONFIG, {"train": {"stage2": {"lead_in": 0}}}))
+    rc = Trainer(cfg, 2, "full", runs["cache"], tmp_path / "s2", init=runs["s1"], progress=False).run()
+    m = json.loads((tmp_path / "s2" / "metrics.json").read_text())
+    reach, window = -min(cfg["model"]["htft"]["offsets"]), cfg["train"]["stage2"]["window"]
+    assert rc == 0 and m["lead_in_frames"] == 0
+    assert m["buffer_full_share"] == pytest.approx(max(0, window - reach) / window)
+
+
+def test_stage3_buffers_hold_the_features_of_the_generated_frames(runs, tmp_path, monkeypatch):
+    from stage.model.streaming_buffer import StreamingBuffer
+    from stage.train.data import frame_of, step_generator
+    from stage.train.data import frame_conditions
+
+    # one sampling step at a tiny sigma: the buffered features are those of the generated latents themselves
+    cfg = config.validate(config.deep_merge(TINY_CONFIG, {"diffusion": {"num_steps": 1, "sigma_max": 1e-3},
+                                                          "train": {"stage3": {"sampling_steps": None}}}))
+    t = Trainer(cfg, 3, "full", runs["cache"], tmp_path / "s3", init=runs["s2"], progress=False)
+    t._setup()
+    t._restore()
+    t._wrap()
+    (tmp_path / "s3").mkdir()
+    pushed = []
+    monkeypatch.setattr(StreamingBuffer, "push", lambda self, f: pushed.append([x.detach().clone() for x in f]))
+    t.runner.train_step(0, step_generator(t.device, 0))
+    window = window_batch(t.runner.windows, t.runner.pool_index[:1].tolist(), t.device)
+    generated, used = t.runner.pool_generated[:1], t.runner.pool_cond[:1]
+    n = window["latent"].shape[1]
+    collected = len(t.runner.pool_index) * n  # the collection's rollouts push one per frame and step (1 step)
+    assert len(pushed) == collected + n  # then training: every frame, lead-in included, pushes once
+    pushed = pushed[collected:]
+    with torch.no_grad():
+        for j in range(n):
+            cond = frame_conditions(t.conditions, frame_of(window, j), used[:, j])
+            want = t.model.skip_features(generated[:, j], torch.tensor([1e-3]), cond)
+            real = t.model.skip_features(window["latent"][:, j], torch.tensor([1e-3]), cond)
+            err = max(float((a - b).abs().max()) for a, b in zip(pushed[j], want))
+            assert err < 1e-2 * max(float(w.abs().max()) for w in want)
+            assert max(float((a - b).abs().max()) for a, b in zip(pushed[j], real)) > 10 * err
+
+
+def test_every_stage_records_a_validation_loss_at_its_start_and_end(runs):
+    grid = CFG["train"]["validation"]["sigmas"]
+    for stage in (1, 2, 3):
+        rows = list(csv.DictReader(open(runs[f"s{stage}"] / "validation.csv")))
+        assert sorted({(r["point"], r["condition"]) for r in rows}) == [
+            ("end", "generated"), ("end", "real"), ("start", "generated"), ("start", "real")]
+        assert len(rows) == 4 * len(grid) and all(float(r["loss"]) > 0 for r in rows)
+        v = json.loads((runs[f"s{stage}"] / "metrics.json").read_text())["validation"]
+        assert v["learned"] == (v["real"]["end"] < v["real"]["start"]) and v["sigmas"] == grid
+
+
+def test_the_validation_loss_is_a_function_of_its_seed(runs, tmp_path):
+    from stage.train.validation import Validation
+
+    def losses(seed):
+        cfg = config.validate(config.deep_merge(TINY_CONFIG, {"train": {"validation": {"seed": seed}}}))
+        t = Trainer(cfg, 2, "full", runs["cache"], tmp_path / f"s{seed}", init=runs["s2"], progress=False)
+        t._setup()
+        t._restore()
+        return Validation(t, runs["held_out"]).losses()
+
+    a, b, c = losses(0), losses(0), losses(1)
+    assert a == b
+    assert a != c and a.keys() == c.keys()

@@ -19,6 +19,8 @@ def add_arguments(parser):
                         help="continue from the last checkpoint in --out/checkpoints (starts fresh if there is none)")
     parser.add_argument("--loss-log", metavar="FILE", help="per-step loss CSV (default --out/loss.csv)")
     parser.add_argument("--metrics", metavar="FILE", help="final metrics JSON (default --out/metrics.json)")
+    parser.add_argument("--val-cache", metavar="DIR", help="latent cache of held-out scenes (the long split): the "
+                        "validation loss at the run's start and end goes to --out/validation.csv and metrics.json")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     parser.add_argument("--throttle", type=float, default=0.0, help=argparse.SUPPRESS)  # tests: sleep per step
 
@@ -34,5 +36,5 @@ def run(args, config):
             output_file(path, flag)
     trainer = Trainer(config, args.stage, args.variant, args.cache, args.out, init=args.init, resume=args.resume,
                       loss_log=args.loss_log, metrics=args.metrics, progress=not args.no_progress,
-                      throttle=args.throttle)
+                      throttle=args.throttle, val_cache=args.val_cache)
     return trainer.run()

@@ -2,7 +2,7 @@
 
 - stage 1 (streaming learning): every UNet weight (backbone + anchor attention); HTFT is unused.
 - stage 2 (HTFT learning, "model decoupling"): the encoder is frozen; the middle block, the decoder
-  and the HTFT fusion modules train. The time embedding counts as encoder [ours].
+  and the HTFT fusion modules train. The time embedding (and the condition-noise level's) counts as encoder [ours].
 - stage 3 (simulated inference): as stage 2 (`model.stage3_trainable: decoder`) or all of stage 1
   plus HTFT (`all`) [ours].
 """
@@ -13,7 +13,7 @@ from torch import nn
 
 from stage.model.denoiser import StageModel
 
-ENCODER = ("unet.unet.conv_in.", "unet.unet.time_embedding.", "unet.unet.down_blocks.")
+ENCODER = ("unet.unet.conv_in.", "unet.unet.time_embedding.", "unet.unet.class_embedding.", "unet.unet.down_blocks.")
 DECODER = ("unet.unet.mid_block.", "unet.unet.up_blocks.", "unet.unet.conv_norm_out.", "unet.unet.conv_out.")
 FUSION = ("unet.htft.",)
 

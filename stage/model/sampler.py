@@ -1,6 +1,7 @@
 """Generate one frame: a full EDM Euler sampling pass with one StreamingBuffer per denoising step.
 
-Frame T starts from fresh noise (x = sigma_max-scaled Gaussian, drawn from the given generator) and
+Frame T starts from fresh noise (x = sigma_max-scaled Gaussian, drawn from the given generator, around the
+condition frame with `diffusion.target: residual`) and
 runs every step of diffusers' EDMEulerScheduler; at step t the UNet reads and writes `buffers[t]`, so
 the features it stores are those of frame T at step t (the grid of the paper's HTFT). Without churn
 the sampler is deterministic given the generator.
@@ -17,7 +18,8 @@ from typing import Sequence
 
 import torch
 
-from stage.model.denoiser import FrameConditions, StageModel
+from stage.model.denoiser import FrameConditions, StageModel, inference_conditions
+from stage.model.diffusion import make_scheduler
 from stage.model.streaming_buffer import StepBuffers
 
 
@@ -40,6 +42,13 @@ def initial_noise(ref: torch.Tensor, generator: torch.Generator | Sequence[torch
                       for g in generator])
 
 
+def step_sigmas(diffusion_cfg: dict, num_steps: int) -> torch.Tensor:
+    """(num_steps,) the noise levels one sampling pass evaluates the denoiser at (without the final 0)."""
+    scheduler = make_scheduler(diffusion_cfg)
+    scheduler.set_timesteps(num_steps)
+    return scheduler.sigmas[:-1].clone()
+
+
 @torch.no_grad()
 def sample_frame(model: StageModel, cond: FrameConditions, buffers: StepBuffers | None = None,
                  num_steps: int | None = None,
@@ -59,8 +68,15 @@ def sample_frame(model: StageModel, cond: FrameConditions, buffers: StepBuffers 
     scheduler = copy.deepcopy(model.scheduler)  # the scheduler is stateful (step index)
     scheduler.set_timesteps(num_steps)
     scheduler.is_scale_input_called = True  # StageModel.denoise applies c_in itself; silences diffusers' warning
+    cf_noise = model.model_cfg["cond_frame_noise"]
+    drawn = cf_noise["mode"] == "level" and cf_noise["inference_level"] > 0
+    # the CF's noise first, from the streams' generators, then the initial noise
+    cond = inference_conditions(cond, cf_noise, initial_noise(cond.cond_latent, generator) if drawn else None)
     ref = cond.cond_latent
     x = initial_noise(ref, generator) * scheduler.init_noise_sigma
+    centre = model.reference(cond)
+    if centre is not None:  # the residual's diffusion starts around the condition frame
+        x = x + centre
     for step, t in enumerate(scheduler.timesteps):
         sigma = scheduler.sigmas[step]
         denoised = model.denoise(x, sigma.to(ref.device), cond, buffers[step] if buffers is not None else None)

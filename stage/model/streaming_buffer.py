@@ -67,6 +67,23 @@ class StreamingBuffer:
         return sum(f.numel() * f.element_size() for frame in self._frames for f in frame)
 
 
+class ReadOnlyBuffer:
+    """A StreamingBuffer a forward pass reads but does not fill (push does nothing): stage 3 fills the
+    buffer from a second pass over the model's own generated frames, as the rollout's buffers are."""
+
+    def __init__(self, buffer: StreamingBuffer):
+        self.buffer = buffer
+
+    def __len__(self) -> int:
+        return len(self.buffer)
+
+    def select(self, offsets: Sequence[int], like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return self.buffer.select(offsets, like)
+
+    def push(self, features: Sequence[torch.Tensor]) -> None:
+        pass
+
+
 class StepBuffers:
     """One StreamingBuffer per denoising step: `buffers[t]` is step t's buffer."""
 

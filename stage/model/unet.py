@@ -30,6 +30,7 @@ from stage.model.streaming_buffer import StreamingBuffer
 
 LATENT_CHANNELS = 4
 N_LATENTS = 3  # noisy latent, condition-frame latent, HD-map latent
+LEVEL_SCALE = 1000.0  # levels of about 0-1 onto the 0-1000 range the sinusoidal timestep projection spreads out
 
 
 def pad_input_channels(unet: UNet2DConditionModel, in_channels: int) -> UNet2DConditionModel:
@@ -50,23 +51,38 @@ def pad_input_channels(unet: UNet2DConditionModel, in_channels: int) -> UNet2DCo
     return unet
 
 
-def load_pretrained_unet(path: str | Path, in_channels: int = LATENT_CHANNELS * N_LATENTS) -> UNet2DConditionModel:
-    """Load a diffusers-format UNet (a `unet/` directory, or a pipeline directory holding one), safetensors only."""
+def load_pretrained_unet(path: str | Path, in_channels: int = LATENT_CHANNELS * N_LATENTS,
+                         level_embedding: bool = False) -> UNet2DConditionModel:
+    """Load a diffusers-format UNet (a `unet/` directory, or a pipeline directory holding one), safetensors only;
+    `level_embedding` adds the condition-noise level embedding (zero_level_embedding) to it."""
     path = Path(path)
     if not (path / "config.json").is_file() and (path / "unet" / "config.json").is_file():
         path = path / "unet"
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a diffusers UNet directory (no config.json)")
-    unet = UNet2DConditionModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
-    return pad_input_channels(unet, in_channels)
+    extra = {"class_embed_type": "timestep", "low_cpu_mem_usage": False} if level_embedding else {}
+    unet = UNet2DConditionModel.from_pretrained(path, local_files_only=True, use_safetensors=True, **extra)
+    return zero_level_embedding(pad_input_channels(unet, in_channels)) if level_embedding else \
+        pad_input_channels(unet, in_channels)
+
+
+def zero_level_embedding(unet: UNet2DConditionModel) -> UNet2DConditionModel:
+    """Start diffusers' timestep-type class embedding (here: the condition frame's noise level, added to the
+    time embedding) with its output layer at zero: the UNet is unchanged until it learns to use the level,
+    and a pretrained one keeps its behaviour."""
+    nn.init.zeros_(unet.class_embedding.linear_2.weight)
+    nn.init.zeros_(unet.class_embedding.linear_2.bias)
+    return unet
 
 
 def build_backbone(model_cfg: dict) -> UNet2DConditionModel:
-    """The diffusers UNet from the `model` config section: pretrained directory if given, else `model.unet`."""
+    """The diffusers UNet from the `model` config section: pretrained directory if given, else `model.unet`;
+    with the condition-noise level embedding where `model.cond_frame_noise.mode` is `level`."""
+    level = model_cfg["cond_frame_noise"]["mode"] == "level"
     if model_cfg.get("pretrained_unet"):
-        return load_pretrained_unet(model_cfg["pretrained_unet"])
-    arch = dict(model_cfg["unet"])
-    return UNet2DConditionModel(
+        return load_pretrained_unet(model_cfg["pretrained_unet"], level_embedding=level)
+    arch = model_cfg["unet"]
+    unet = UNet2DConditionModel(
         in_channels=LATENT_CHANNELS * N_LATENTS,
         out_channels=LATENT_CHANNELS,
         block_out_channels=tuple(arch["block_out_channels"]),
@@ -77,7 +93,9 @@ def build_backbone(model_cfg: dict) -> UNet2DConditionModel:
         cross_attention_dim=arch["cross_attention_dim"],
         transformer_layers_per_block=arch["transformer_layers_per_block"],
         norm_num_groups=arch["norm_num_groups"],
+        **({"class_embed_type": "timestep"} if level else {}),
     )
+    return zero_level_embedding(unet) if level else unet
 
 
 class StageUNet(nn.Module):
@@ -145,8 +163,21 @@ class StageUNet(nn.Module):
             sample = unet.conv_act(unet.conv_norm_out(sample))
         return unet.conv_out(sample)
 
+    def embedding(self, sample: torch.Tensor, timestep: torch.Tensor, level: torch.Tensor | None) -> torch.Tensor:
+        """The time embedding (plus the condition-noise level's, where the UNet has one), as diffusers sums them."""
+        unet = self.unet
+        emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=timestep))
+        if unet.class_embedding is not None:
+            emb = emb + unet.get_class_embed(sample=sample, class_labels=LEVEL_SCALE * level)
+        return unet.time_embed_act(emb) if unet.time_embed_act is not None else emb
+
+    def skip_features(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                      level: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The un-fused skip features forward() would push into the buffer (the encoder alone)."""
+        return self.encode(sample, self.embedding(sample, timestep, level), encoder_hidden_states)[1]
+
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                buffer: StreamingBuffer | None = None) -> torch.Tensor:
+                buffer: StreamingBuffer | None = None, level: torch.Tensor | None = None) -> torch.Tensor:
         """One UNet pass, reading and writing this denoising step's StreamingBuffer.
 
         Args:
@@ -157,13 +188,12 @@ class StageUNet(nn.Module):
                 With HTFT on, the selector's past features (zeros where missing) are fused into the
                 skips, then the frame's un-fused skip features are pushed (detached). With HTFT off
                 the buffer is ignored.
+            level: (B,) the condition frame's noise level, for a UNet with the level embedding
+                (model.cond_frame_noise.mode: level); ignored without one.
         Returns:
             model output (B, 4, h, w).
         """
-        unet = self.unet
-        emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=timestep))
-        if unet.time_embed_act is not None:
-            emb = unet.time_embed_act(emb)
+        emb = self.embedding(sample, timestep, level)
         deepest, skips = self.encode(sample, emb, encoder_hidden_states)
         fused = skips
         if buffer is not None and self.htft is not None:

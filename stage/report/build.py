@@ -34,6 +34,8 @@ CAPTIONS = {
     "collapse": "Time to collapse, one marker per stream; hollow markers at the rollout length did not collapse.",
     "strips": "One stream: ground truth and each variant at T = 1, 40, 120, 240, 360, 480, 600 (1-based).",
     "losses": "Training loss per step (log scale) with its running mean, per training run.",
+    "noise_levels": "Noise levels: the density of the training sigmas against the sigmas a sampling pass "
+                    "evaluates the denoiser at (red; labels give the share of training sigmas beyond each).",
 }
 
 
@@ -85,6 +87,8 @@ def make_figures(results: str | Path, config: dict, stream: tuple[str, int] | No
               for p in sorted((results / "plots").glob("*loss*.csv"))}
     if p := figures.loss_curves(losses, out / "losses.png"):
         made["losses"] = p
+    steps = config["rollout"]["num_steps"] or config["diffusion"]["num_steps"]
+    made["noise_levels"] = figures.noise_levels(config["diffusion"], steps, out / "noise_levels.png")
     made["metrics_table"] = tables.write_csv(m, out / "metrics_table.csv")
     made["metrics_html"] = tables.write_html(m, findings.statements(m), out / "metrics_table.html")
     made.update(_videos(results, config, m.generated(), scene, seed, rows, title))
@@ -168,13 +172,26 @@ def _training_tables(doc: Report, results: Path) -> None:
         doc.table(["autoencoder", "steps", "held-out PSNR, frames (dB)", "held-out PSNR, HD maps (dB)", "seconds"],
                   [["embedded AutoencoderKL", m["steps"], m["psnr_heldout_db"], m["psnr_heldout_hdmap_db"],
                     m["train_seconds"]]])
-    rows = []
+    rows, idle = [], []
     for m in sorted((json.loads(p.read_text()) for p in runs), key=lambda m: (m["stage"], m.get("variant") or "")):
-        rows.append([f"stage {m['stage']}" + (f", {m['variant']}" if m.get("variant") else " (all variants)"),
-                     m["steps"], m["first_loss_smoothed"], m["last_loss_smoothed"], m["train_seconds"]])
+        name = f"stage {m['stage']}" + (f", {m['variant']}" if m.get("variant") else " (all variants)")
+        v = m.get("validation")
+        val = ([v["real"]["start"], v["real"]["end"], v["generated"]["start"], v["generated"]["end"]]
+               if v else ["-"] * 4)
+        if v and not v["learned"]:
+            idle.append(name)
+        rows.append([name, m["steps"], m["first_loss_smoothed"], m["last_loss_smoothed"], *val, m["train_seconds"]])
+    if idle:
+        doc.box("Training runs that did not learn", [f"{n}: the held-out validation loss with real condition "
+                                                       "frames did not go down over the run." for n in idle],
+                warning=True)
     if rows:
-        doc.table(["run", "steps", "loss, first", "loss, last", "seconds"], rows,
-                  note="Losses are running means over the first and last steps of each run (train.smooth_steps).")
+        doc.table(["run", "steps", "loss, first", "loss, last", "val. real, start", "val. real, end",
+                   "val. gen., start", "val. gen., end", "seconds"], rows,
+                  note="Training losses are running means over the first and last steps of each run "
+                       "(train.smooth_steps). Validation: the mean loss on held-out windows over a fixed grid of "
+                       "noise levels with fixed noise, with real and with the model's own (generated) condition "
+                       "frames, at the run's start and end (results/plots/validation_*.csv).")
 
 
 def _published(doc: Report, m: Metrics) -> None:

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from stage.config import section_hash
+from stage.config import check_one_sampler, section_hash
 from stage.errors import StageError
 from stage.latents.autoencoder import Codec
 from stage.latents.cache import LatentCache, SceneShard
@@ -209,6 +209,7 @@ def rollout(model, conditions, codec: Codec, cache: LatentCache, scenes: Sequenc
     scenes = _distinct([scenes] if isinstance(scenes, str) else list(scenes), "--scenes")
     shards = {scene: _checked_shard(model, cache, scene, n_frames, teacher_forced, data_dir) for scene in scenes}
     checkpoint_info = checkpoint_info or {"path": None, "sha256": None}
+    check_one_sampler(config, model.diffusion_cfg["num_steps"], "rollout config against the checkpoint")
     spec = Spec(variant, n_frames, int(rcfg["num_steps"] or model.diffusion_cfg["num_steps"]), teacher_forced,
                 int(rcfg["checkpoint_every"]), checkpoint_info.get("path"))
     streams = _streams(shards, seeds, out, _shared_identity(spec, config, codec, checkpoint_info))

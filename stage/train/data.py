@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import default_collate
 
 from stage.latents.datasets import PairDataset, SceneStreamDataset
+from stage.model import FrameConditions
 
 
 def derived_seed(*parts) -> int:
@@ -68,3 +69,11 @@ PER_WINDOW = ("anchor_latent", "anchor_token", "scene_index")
 def frame_of(window: dict, j: int) -> dict:
     """Frame j of a window batch, shaped like a pair batch (B, ...)."""
     return {k: (v if k in PER_WINDOW else v[:, j]) for k, v in window.items()}
+
+
+def frame_conditions(conditions: torch.nn.Module, frame: dict, cond_latent: torch.Tensor) -> FrameConditions:
+    """FrameConditions of a frame batch (B, ...) with the given condition-frame latent (B, C, h, w)."""
+    boxes, anchor = conditions(frame)
+    first = (frame["frame_index"] == 0).view(-1, 1, 1)
+    anchor = anchor.masked_fill(first, 0.0)  # the very first frame of a video has no anchor yet: zeros [paper]
+    return FrameConditions(cond_latent, frame["hdmap_latent"], boxes, anchor)

@@ -30,11 +30,11 @@ from stage.digest import file_digest
 from stage.errors import StageError
 from stage.latents.cache import LatentCache
 from stage.latents.conditions import build_condition_encoder, check_condition_config
-from stage.model import FrameConditions, build_model
+from stage.model import build_model
 from stage.paths import remove_tree
 from stage.train import checkpointing as ckpt
 from stage.train import distributed
-from stage.train.data import step_generator
+from stage.train.data import frame_conditions, step_generator
 from stage.train.optim import build_optimizer, lr_at, set_lr
 from stage.train.variants import check_runnable, model_config_for
 
@@ -42,14 +42,6 @@ from stage.train.variants import check_runnable, model_config_for
 RESUMABLE_ACROSS = ("threads", "device", "keep_checkpoints")
 PREEMPTED = 143  # 128 + SIGTERM: the conventional status of a job stopped by SIGTERM (clusters requeue on it)
 CSV_FIELDS = ("step", "loss", "l2", "hf", "lr", "seconds")
-
-
-def frame_conditions(conditions: nn.Module, frame: dict, cond_latent: torch.Tensor) -> FrameConditions:
-    """FrameConditions of a frame batch (B, ...) with the given condition-frame latent (B, C, h, w)."""
-    boxes, anchor = conditions(frame)
-    first = (frame["frame_index"] == 0).view(-1, 1, 1)
-    anchor = anchor.masked_fill(first, 0.0)  # the very first frame of a video has no anchor yet: zeros [paper]
-    return FrameConditions(cond_latent, frame["hdmap_latent"], boxes, anchor)
 
 
 class StepModule(nn.Module):
@@ -101,7 +93,8 @@ def weights_digest(*modules: nn.Module) -> str:
 class Trainer:
     def __init__(self, config: dict, stage: int, variant: str | None, cache_dir: str | Path, out: str | Path,
                  init: str | Path | None = None, resume: bool = False, loss_log: str | Path | None = None,
-                 metrics: str | Path | None = None, progress: bool = True, throttle: float = 0.0):
+                 metrics: str | Path | None = None, progress: bool = True, throttle: float = 0.0,
+                 val_cache: str | Path | None = None):
         if stage not in (1, 2, 3):
             raise StageError(f"--stage must be 1, 2 or 3, got {stage}")
         self.variant_entry = check_runnable(config, stage, variant)
@@ -120,6 +113,7 @@ class Trainer:
             raise StageError(f"stage {stage} starts from the previous stage's weights: pass --init DIR (the --out "
                              f"of `stage train --stage {stage - 1}`)")
         self.cache = LatentCache(cache_dir)
+        self.val_cache = val_cache  # held-out windows for the validation loss (stage.train.validation); None = none
         self._stop = False
 
     # ---- setup -------------------------------------------------------------------------------------------
@@ -300,6 +294,13 @@ class Trainer:
         total = self.stage_cfg["steps"]
         start = self._restore()
         self._wrap()
+        validation = None
+        if main and self.val_cache is not None:
+            from stage.train.validation import Validation
+
+            self.out.mkdir(parents=True, exist_ok=True)
+            validation = Validation(self, self.val_cache)
+            validation.start(start)
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) if hasattr(signal, "SIGTERM") else None
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -356,11 +357,12 @@ class Trainer:
         if main:
             ckpt.export_weights(self.out, self.model, self.conditions, self.config,
                                 {"train_stage": self.stage, "train_variant": self.variant, "train_step": step})
-            self._write_metrics(step, time.time() - wall0, digests)
+            self._write_metrics(step, time.time() - wall0, digests,
+                                validation.finish(step) if validation is not None else None)
         distributed.barrier(self.dist)
         return 0
 
-    def _write_metrics(self, steps: int, wall: float, digests: list[str]) -> None:
+    def _write_metrics(self, steps: int, wall: float, digests: list[str], validation: dict | None) -> None:
         with open(self.loss_log, newline="") as f:
             rows = list(csv.DictReader(f))
         losses = [float(r["loss"]) for r in rows]
@@ -377,6 +379,7 @@ class Trainer:
             "ranks_agree": len(set(digests)) == 1,
             "resumed_from_step": self.resumed_from,
             "weights": str(self.out / "model.safetensors"),
+            "validation": validation,
             **self.runner.metrics(),
         }
         write_text(self.metrics_path, json.dumps(metrics, indent=2))

@@ -1,13 +1,16 @@
 """Stage 3, learning through simulated inference [paper, dev].
 
 Collect: the model rolls windows out with its own sampler (`sample_frame`, no grad, per-step
-StreamingBuffers, `sampling_steps` steps) and conditions each frame on its own previous output,
+StreamingBuffers, the rollouts' steps) and conditions each frame on its own previous output,
 except that every W-th frame of the window (j % W == 0, so always the first) gets the real previous
 frame. W starts at `w_start` and doubles every `w_double_every` steps up to `w_max` [dev: from 2,
 doubling]. A collection holds `collect_samples` frames [dev: 500], as whole windows.
-Train: the pool's windows are streamed exactly as in stage 2 (one sigma per window, buffer on, the
-ordinary loss), except that each frame's condition frame is the one used in the rollout; when the
-pool is used up, the next step collects a new one with the current weights. The pool is part of the
+Train: the pool's windows are streamed as in stage 2 (one sigma per window, the ordinary loss, lead-in
+frames first), except that each frame's condition frame is the one used in the rollout (the lead-in
+frames are rolled out too) and, with `buffer_source: generated` [ours], the buffer holds the features of
+the generated frames at one of the sampler's noise levels, as at rollout; `real` [dev] keeps stage 2's
+buffer of noised real frames. When the pool is used up, the next step collects a new one with the
+current weights. The pool is part of the
 checkpoint, so a resumed run trains on the very samples the original would have.
 """
 
@@ -21,12 +24,11 @@ import torch
 from stage.errors import StageError
 from stage.model import new_buffers, sample_frame
 from stage.readback import field
-from stage.train.data import frame_of, indices_for_step, window_batch
-from stage.train.loop import _append_csv, _truncate_csv, frame_conditions
-from stage.train.stage1 import StageRunner
-from stage.train.stage2 import make_windows, stream_loss
+from stage.train.data import frame_conditions, frame_of, indices_for_step, window_batch
+from stage.train.loop import _append_csv, _truncate_csv
+from stage.train.stage2 import Stage2, make_windows, stream_loss
 
-POOL = ("pool_index", "pool_cond", "pool_real")  # what a checkpoint holds of the pool of generated inputs
+POOL = ("pool_index", "pool_cond", "pool_real", "pool_generated")  # what a checkpoint holds of the pool
 COLLECT_FIELDS = ("collection", "step", "W", "windows", "frames", "real_cf_fraction", "sources")
 
 
@@ -61,30 +63,33 @@ def rollout_window(model, conditions, window: dict, w: int, num_steps: int,
     return torch.stack(used, 1), real, torch.stack(generated, 1)
 
 
-class Stage3(StageRunner):
+class Stage3(Stage2):
     def __init__(self, trainer):
-        super().__init__(trainer)
+        super().__init__(trainer)  # the windows with their lead-in, and the buffer count
         cfg = trainer.stage_cfg
-        self.windows = make_windows(trainer, cfg["window"])
-        length = cfg["window"] or min(trainer.cache.shards[s].n_frames for s, _, _ in self.windows.items)
+        length = cfg["window"] or min(trainer.cache.shards[s].n_frames for s, _, _ in self.windows.items) - self.lead_in
         self.n_windows = max(1, math.ceil(cfg["collect_samples"] / length))
-        self.pool_index = self.pool_cond = self.pool_real = None
+        self.pool_index = self.pool_cond = self.pool_real = self.pool_generated = None
         self.pool_pos, self.collections, self.w = 0, 0, None
         self.log = trainer.out / "stage3_collections.csv"
+        self.sampling_steps = cfg["sampling_steps"] or trainer.model.diffusion_cfg["num_steps"]  # the rollouts' sampler
 
     def collect(self, step: int, generator) -> None:
         t, cfg = self.t, self.t.stage_cfg
         self.w = w_at(step, cfg)
         idx = indices_for_step(len(self.windows), self.n_windows, t.seed, self.collections, t.dist.rank,
                                t.dist.world_size, salt="stage3-collect")
-        conds, reals = [], []
+        conds, reals, gens = [], [], []
         for a in range(0, len(idx), cfg["batch_size"]):
             window = window_batch(self.windows, idx[a:a + cfg["batch_size"]], t.device)
-            used, real, _ = rollout_window(t.model, t.conditions, window, self.w, cfg["sampling_steps"], generator)
+            used, real, generated = rollout_window(t.model, t.conditions, window, self.w, self.sampling_steps,
+                                                   generator)
             conds.append(used.cpu())
+            gens.append(generated.cpu())
             reals += [real] * used.shape[0]
         self.pool_index = torch.tensor(idx, dtype=torch.int64)
         self.pool_cond = torch.cat(conds)
+        self.pool_generated = torch.cat(gens)
         self.pool_real = torch.tensor(reals, dtype=torch.bool)
         self.pool_pos = 0
         self.collections += 1
@@ -102,7 +107,9 @@ class Stage3(StageRunner):
         sel = slice(self.pool_pos, self.pool_pos + t.stage_cfg["batch_size"])
         self.pool_pos = min(self.pool_pos + t.stage_cfg["batch_size"], len(self.pool_index))
         window = window_batch(self.windows, self.pool_index[sel].tolist(), t.device)
-        return stream_loss(t, window, self.pool_cond[sel].to(t.device), generator)
+        generated = self.pool_generated[sel].to(t.device) if t.stage_cfg["buffer_source"] == "generated" else None
+        return self.count(stream_loss(t, window, self.pool_cond[sel].to(t.device), generator, self.lead_in,
+                                      generated))
 
     # checkpointed: the pool and where the loop is in it
     def state(self) -> dict:
@@ -111,7 +118,8 @@ class Stage3(StageRunner):
     def state_tensors(self) -> dict:
         if self.pool_index is None:
             return {}
-        return {"pool_index": self.pool_index, "pool_cond": self.pool_cond, "pool_real": self.pool_real}
+        return {"pool_index": self.pool_index, "pool_cond": self.pool_cond, "pool_real": self.pool_real,
+                "pool_generated": self.pool_generated}
 
     def check_state(self, state: dict, tensors: dict, state_file, tensors_file) -> None:
         from stage.train.checkpointing import CHECKPOINT_FIX
@@ -130,11 +138,12 @@ class Stage3(StageRunner):
             return None
         if len(held) < len(POOL):
             return f"holds {held}, not all of {list(POOL)}"
-        index, cond, real = (tensors[k] for k in POOL)
+        index, cond, real, generated = (tensors[k] for k in POOL)
         if index.dtype != torch.int64 or real.dtype != torch.bool or index.dim() != 1 or cond.dim() != 5:
             return f"tensors have the wrong dtype or rank ({index.dtype} {index.dim()}-d, {real.dtype}, {cond.dim()}-d)"
-        if cond.shape[0] != index.shape[0] or list(real.shape) != list(cond.shape[:2]):
-            return f"tensors disagree in size ({list(index.shape)}, {list(cond.shape)}, {list(real.shape)})"
+        if cond.shape[0] != index.shape[0] or list(real.shape) != list(cond.shape[:2]) or generated.shape != cond.shape:
+            return (f"tensors disagree in size ({list(index.shape)}, {list(cond.shape)}, {list(real.shape)}, "
+                    f"{list(generated.shape)})")
         if pool_pos > len(index):
             return f"has {len(index)} windows, fewer than the recorded position {pool_pos}"
         if len(index) and not (0 <= int(index.min()) and int(index.max()) < len(self.windows)):
@@ -144,8 +153,7 @@ class Stage3(StageRunner):
     def load_state(self, state: dict, tensors: dict) -> None:
         self.pool_pos, self.collections, self.w = state["pool_pos"], state["collections"], state["W"]
         if "pool_index" in tensors:
-            self.pool_index, self.pool_cond, self.pool_real = (tensors["pool_index"], tensors["pool_cond"],
-                                                               tensors["pool_real"])
+            self.pool_index, self.pool_cond, self.pool_real, self.pool_generated = (tensors[k] for k in POOL)
 
     def truncate_logs(self, step: int) -> None:
         if step == 0:
@@ -153,4 +161,4 @@ class Stage3(StageRunner):
         _truncate_csv(Path(self.log), "collection", self.collections)
 
     def metrics(self) -> dict:
-        return {"stage3_collections": self.collections, "stage3_final_W": self.w}
+        return {**super().metrics(), "stage3_collections": self.collections, "stage3_final_W": self.w}

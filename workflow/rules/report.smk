@@ -7,7 +7,7 @@
 report: "../report/workflow.rst"
 
 
-REPORT_FIGURES = ["drift_psnr", "drift_kid", "collapse", "strips", "losses"]
+REPORT_FIGURES = ["drift_psnr", "drift_kid", "collapse", "strips", "losses", "noise_levels"]
 SHOWN_STREAM = STREAMS[0]  # the stream of the frame strip and the videos: (scene, seed)
 
 
@@ -44,6 +44,7 @@ rule figures:
         scene=SHOWN_STREAM[0],
         seed=SHOWN_STREAM[1],
         rollout=config["rollout"],  # strip_frames and mp4_fps shape the strip and the side-by-side video
+        diffusion=config["diffusion"],  # the noise-level figure
     log:
         logged("figures")["log"],
     benchmark:

@@ -6,12 +6,17 @@
 # stays in the run directory while training appends to it, and is copied out when the run is done.
 
 
+VAL_CACHE = f"{R}/latents/{DATA['long_split']}"  # held-out scenes: the validation loss of every run
+
+
 rule train_stage1:
     input:
         cache=TRAIN_CACHE,
+        val_cache=VAL_CACHE,
     output:
         model=run_files(1),
         loss=f"{R}/plots/loss_stage1.csv",
+        validation=f"{R}/plots/validation_stage1.csv",
         metrics=f"{R}/metrics/train_stage1_metrics.json",
     params:
         cmd=distributed_cmd("train"),
@@ -32,17 +37,20 @@ rule train_stage1:
         runtime=240,
         gpu=config["train"]["gpus"],
     shell:
-        "{params.cmd} --stage 1 --cache {input.cache} --out {params.run} --resume "
-        "--metrics {output.metrics} --log {log} --threads {threads} && cp {params.run}/loss.csv {output.loss}"
+        "{params.cmd} --stage 1 --cache {input.cache} --val-cache {input.val_cache} --out {params.run} --resume "
+        "--metrics {output.metrics} --log {log} --threads {threads} && cp {params.run}/loss.csv {output.loss} "
+        "&& cp {params.run}/validation.csv {output.validation}"
 
 
 rule train_stage2:
     input:
         cache=TRAIN_CACHE,
+        val_cache=VAL_CACHE,
         init=run_files(1),
     output:
         model=run_files(2, "{variant}"),
         loss=f"{R}/plots/loss_{{variant}}_stage2.csv",
+        validation=f"{R}/plots/validation_{{variant}}_stage2.csv",
         metrics=f"{R}/metrics/train_{{variant}}_stage2_metrics.json",
     params:
         cmd=distributed_cmd("train"),
@@ -66,18 +74,21 @@ rule train_stage2:
         runtime=240,
         gpu=config["train"]["gpus"],
     shell:
-        "{params.cmd} --stage 2 --variant {wildcards.variant} --cache {input.cache} --init {params.init} "
+        "{params.cmd} --stage 2 --variant {wildcards.variant} --cache {input.cache} --val-cache {input.val_cache} "
+        "--init {params.init} "
         "--out {params.run} --resume --metrics {output.metrics} --log {log} --threads {threads} "
-        "&& cp {params.run}/loss.csv {output.loss}"
+        "&& cp {params.run}/loss.csv {output.loss} && cp {params.run}/validation.csv {output.validation}"
 
 
 rule train_stage3:
     input:
         cache=TRAIN_CACHE,
+        val_cache=VAL_CACHE,
         init=run_files(2, "{variant}"),
     output:
         model=run_files(3, "{variant}"),
         loss=f"{R}/plots/loss_{{variant}}_stage3.csv",
+        validation=f"{R}/plots/validation_{{variant}}_stage3.csv",
         metrics=f"{R}/metrics/train_{{variant}}_stage3_metrics.json",
     params:
         cmd=distributed_cmd("train"),
@@ -101,6 +112,7 @@ rule train_stage3:
         runtime=240,
         gpu=config["train"]["gpus"],
     shell:
-        "{params.cmd} --stage 3 --variant {wildcards.variant} --cache {input.cache} --init {params.init} "
+        "{params.cmd} --stage 3 --variant {wildcards.variant} --cache {input.cache} --val-cache {input.val_cache} "
+        "--init {params.init} "
         "--out {params.run} --resume --metrics {output.metrics} --log {log} --threads {threads} "
-        "&& cp {params.run}/loss.csv {output.loss}"
+        "&& cp {params.run}/loss.csv {output.loss} && cp {params.run}/validation.csv {output.validation}"
