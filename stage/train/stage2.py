@@ -5,7 +5,8 @@ computed at the same sigma as frame T: the buffer a sampling step reads at infer
 real previous frame. The loss of each frame is back-propagated at once (its graph freed), gradients
 accumulate over the window, and the optimizer steps once per window: a step is atomic, so no buffer
 state is ever checkpointed. Each window is led in by `lead_in` frames that only fill the buffer, so its
-trained frames read a full buffer, as at rollout [ours; the development code streams whole scenes]. Encoder frozen; middle block, decoder and fusion train (param_groups stage 2).
+trained frames read a full buffer, as at rollout [ours; the development code streams whole scenes].
+Encoder frozen; middle block, decoder and fusion train (param_groups stage 2).
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def stream_loss(trainer, window: dict, cond_latents: torch.Tensor, generator, le
             full += buffer is not None and len(buffer) >= reach
             # back-propagated at once; gradients all-reduced once, with the window's last frame
             with trainer.no_sync() if j < n - 1 else torch.enable_grad():
-                out = trainer.ddp(frame_of(window, j), cond_latents[:, j], sigma=sigma, buffer=read, generator=generator)
+                out = trainer.ddp(frame_of(window, j), cond_latents[:, j], sigma=sigma, buffer=read,
+                                  generator=generator)
                 (out["loss"] / trained).backward()
             for k in totals:
                 totals[k] += out[k].detach() / trained
