@@ -25,6 +25,7 @@ Where the condition frame is dropped (zeros) the two coincide.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 from torch import nn
@@ -76,13 +77,14 @@ def augment_conditions(cond: FrameConditions, dropout: float, cf_noise: dict,
                            _drop(anchor, dropout, generator) if anchor is not None else None, level)
 
 
-def inference_conditions(cond: FrameConditions, cf_noise: dict, noise: torch.Tensor | None) -> FrameConditions:
-    """The CF at inference: in `level` mode noised to `inference_level` with `noise` (shaped like the CF,
-    drawn by the caller from the streams' generators) and the level told to the model; else unchanged."""
+def inference_conditions(cond: FrameConditions, cf_noise: dict, noise: Callable[[], torch.Tensor]) -> FrameConditions:
+    """The CF at inference: in `level` mode noised to `inference_level` with `noise()` (shaped like the CF,
+    drawn by the caller from the streams' generators, only where a level is above 0) and the level told to
+    the model; else unchanged."""
     if cf_noise["mode"] != "level":
         return cond
     level = cond.cond_latent.new_full((cond.cond_latent.shape[0],), cf_noise["inference_level"])
-    cf = cond.cond_latent + cf_noise["inference_level"] * noise if cf_noise["inference_level"] > 0 else cond.cond_latent
+    cf = cond.cond_latent + cf_noise["inference_level"] * noise() if cf_noise["inference_level"] > 0 else cond.cond_latent
     return replace(cond, cond_latent=cf, cond_noise_level=level)
 
 

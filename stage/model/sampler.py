@@ -68,10 +68,9 @@ def sample_frame(model: StageModel, cond: FrameConditions, buffers: StepBuffers 
     scheduler = copy.deepcopy(model.scheduler)  # the scheduler is stateful (step index)
     scheduler.set_timesteps(num_steps)
     scheduler.is_scale_input_called = True  # StageModel.denoise applies c_in itself; silences diffusers' warning
-    cf_noise = model.model_cfg["cond_frame_noise"]
-    drawn = cf_noise["mode"] == "level" and cf_noise["inference_level"] > 0
-    # the CF's noise first, from the streams' generators, then the initial noise
-    cond = inference_conditions(cond, cf_noise, initial_noise(cond.cond_latent, generator) if drawn else None)
+    # the CF's noise first (level mode), from the streams' generators, then the initial noise
+    cond = inference_conditions(cond, model.model_cfg["cond_frame_noise"],
+                                lambda cf=cond.cond_latent: initial_noise(cf, generator))
     ref = cond.cond_latent
     x = initial_noise(ref, generator) * scheduler.init_noise_sigma
     centre = model.reference(cond)

@@ -61,9 +61,9 @@ def load_pretrained_unet(path: str | Path, in_channels: int = LATENT_CHANNELS * 
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a diffusers UNet directory (no config.json)")
     extra = {"class_embed_type": "timestep", "low_cpu_mem_usage": False} if level_embedding else {}
-    unet = UNet2DConditionModel.from_pretrained(path, local_files_only=True, use_safetensors=True, **extra)
-    return zero_level_embedding(pad_input_channels(unet, in_channels)) if level_embedding else \
-        pad_input_channels(unet, in_channels)
+    unet = pad_input_channels(UNet2DConditionModel.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                                                   **extra), in_channels)
+    return zero_level_embedding(unet) if level_embedding else unet
 
 
 def zero_level_embedding(unet: UNet2DConditionModel) -> UNet2DConditionModel:

@@ -167,10 +167,12 @@ def loss_curves(csvs: dict[str, Path], out: Path, smooth: int = 25) -> Path | No
 def noise_levels(diffusion_cfg: dict, num_steps: int, out: Path) -> Path:
     """Density of the training sigmas (log-normal: ln sigma ~ N(p_mean, p_std^2)) over ln sigma, with the
     sampler's sigmas marked: a sampling step far in the density's tail meets a denoiser that rarely trained there."""
-    plt = _plt()
-    mu, sd = diffusion_cfg["p_mean"], diffusion_cfg["p_std"]
+    import math
+
     from stage.model.sampler import step_sigmas
 
+    plt = _plt()
+    mu, sd = diffusion_cfg["p_mean"], diffusion_cfg["p_std"]
     sig = step_sigmas(diffusion_cfg, num_steps).numpy()
     lo = min(np.log(diffusion_cfg["sigma_min"]), mu - 4 * sd)
     hi = max(np.log(diffusion_cfg["sigma_max"]), mu + 4 * sd)
@@ -179,7 +181,7 @@ def noise_levels(diffusion_cfg: dict, num_steps: int, out: Path) -> Path:
     ax.fill_between(x, np.exp(-0.5 * ((x - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi)), color="tab:blue", alpha=0.3,
                     label=f"training: ln sigma ~ N({mu:g}, {sd:g}^2)")
     for i, s in enumerate(sig):
-        share = 0.5 * (1 + _erf((np.log(s) - mu) / (sd * np.sqrt(2))))  # training mass below this level
+        share = 0.5 * (1 + math.erf((np.log(s) - mu) / (sd * np.sqrt(2))))  # training mass below this level
         ax.axvline(np.log(s), color="tab:red", lw=1.2, label="sampler steps" if i == 0 else None)
         ax.annotate(f"{s:.3g}\n{100 * min(share, 1 - share):.1f}%", (np.log(s), ax.get_ylim()[1] * 0.92),
                     fontsize=6, ha="center", va="top", color="tab:red")
@@ -189,9 +191,3 @@ def noise_levels(diffusion_cfg: dict, num_steps: int, out: Path) -> Path:
     ax.legend(fontsize=7, loc="center left")
     ax.grid(alpha=0.3)
     return _save(fig, out)
-
-
-def _erf(x: float) -> float:
-    import math
-
-    return math.erf(x)

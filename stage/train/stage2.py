@@ -17,7 +17,6 @@ from stage.errors import StageError
 from stage.latents.datasets import SceneStreamDataset
 from stage.model.diffusion import sample_sigmas
 from stage.model.denoiser import inference_conditions
-from stage.model.sampler import step_sigmas
 from stage.model.streaming_buffer import ReadOnlyBuffer, StreamingBuffer
 from stage.train.data import frame_conditions, frame_of, indices_for_step, window_batch
 from stage.train.stage1 import StageRunner
@@ -43,7 +42,7 @@ def make_windows(trainer, window: int | None) -> SceneStreamDataset:
 
 
 def stream_loss(trainer, window: dict, cond_latents: torch.Tensor, generator, lead_in: int = 0,
-                generated: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                generated: torch.Tensor | None = None, levels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Forward + backward over a window batch (B, T, ...) in time order; returns the mean per-frame losses
     and `buffer_full`, the share of trained frames whose every selected offset held a past frame.
 
@@ -51,8 +50,8 @@ def stream_loss(trainer, window: dict, cond_latents: torch.Tensor, generator, le
     lead_in: the first frames only fill the buffer (no grad, no loss), so the trained frames find it full as
     at rollout, where it is full for all but the first `buffer_size` frames. Skipped without HTFT.
     generated (B, T, C, h, w): the model's own frames (stage 3, `buffer_source: generated`): the buffer then
-    holds their features, at a noise level of the sampler drawn per window, as a rollout's buffers do;
-    otherwise it holds the trained frames' own (noised real frames at a log-normal sigma).
+    holds their features, at one of the sampler's noise levels `levels` drawn per window, as a rollout's
+    buffers do; otherwise it holds the trained frames' own (noised real frames at a log-normal sigma).
     """
     model = trainer.model
     b, n = window["latent"].shape[:2]
@@ -60,7 +59,6 @@ def stream_loss(trainer, window: dict, cond_latents: torch.Tensor, generator, le
     if generated is None:
         sigma = sample_sigmas(b, d["p_mean"], d["p_std"], generator, trainer.device)  # one noise level per window
     else:
-        levels = step_sigmas(d, trainer.stage_cfg["sampling_steps"] or d["num_steps"]).to(trainer.device)
         sigma = levels[torch.randint(len(levels), (b,), generator=generator, device=trainer.device)]
     buffer = StreamingBuffer(model.model_cfg["htft"]["buffer_size"]) if model.htft_enabled else None
     read = ReadOnlyBuffer(buffer) if buffer is not None and generated is not None else buffer
@@ -91,7 +89,7 @@ def _generated_features(trainer, window, cond_latents, generated, j, sigma, gene
     """Skip features of generated frame j noised to `sigma`, under the conditions it was generated with."""
     model = trainer.model
     cond = inference_conditions(frame_conditions(trainer.conditions, frame_of(window, j), cond_latents[:, j]),
-                                model.model_cfg["cond_frame_noise"], torch.zeros_like(cond_latents[:, j]))
+                                model.model_cfg["cond_frame_noise"], lambda: torch.zeros_like(cond_latents[:, j]))
     x = generated[:, j] + sigma.view(-1, 1, 1, 1) * torch.randn(generated[:, j].shape, generator=generator,
                                                                 device=generated.device, dtype=generated.dtype)
     return model.skip_features(x, sigma, cond)

@@ -26,7 +26,8 @@ from stage.model import new_buffers, sample_frame
 from stage.readback import field
 from stage.train.data import frame_conditions, frame_of, indices_for_step, window_batch
 from stage.train.loop import _append_csv, _truncate_csv
-from stage.train.stage2 import Stage2, make_windows, stream_loss
+from stage.model.sampler import step_sigmas
+from stage.train.stage2 import Stage2, stream_loss
 
 POOL = ("pool_index", "pool_cond", "pool_real", "pool_generated")  # what a checkpoint holds of the pool
 COLLECT_FIELDS = ("collection", "step", "W", "windows", "frames", "real_cf_fraction", "sources")
@@ -73,6 +74,7 @@ class Stage3(Stage2):
         self.pool_pos, self.collections, self.w = 0, 0, None
         self.log = trainer.out / "stage3_collections.csv"
         self.sampling_steps = cfg["sampling_steps"] or trainer.model.diffusion_cfg["num_steps"]  # the rollouts' sampler
+        self.levels = step_sigmas(trainer.model.diffusion_cfg, self.sampling_steps).to(trainer.device)
 
     def collect(self, step: int, generator) -> None:
         t, cfg = self.t, self.t.stage_cfg
@@ -109,7 +111,7 @@ class Stage3(Stage2):
         window = window_batch(self.windows, self.pool_index[sel].tolist(), t.device)
         generated = self.pool_generated[sel].to(t.device) if t.stage_cfg["buffer_source"] == "generated" else None
         return self.count(stream_loss(t, window, self.pool_cond[sel].to(t.device), generator, self.lead_in,
-                                      generated))
+                                      generated, self.levels))
 
     # checkpointed: the pool and where the loop is in it
     def state(self) -> dict:
