@@ -23,12 +23,14 @@ from stage.model.diffusion import make_scheduler
 from stage.model.streaming_buffer import StepBuffers
 
 
-def new_buffers(model: StageModel, num_steps: int | None = None) -> StepBuffers | None:
-    """Empty per-step buffers for a rollout (None when HTFT is off: nothing would read them)."""
+def new_buffers(model: StageModel, num_steps: int | None = None, dtype: torch.dtype | None = None
+                ) -> StepBuffers | None:
+    """Empty per-step buffers for a rollout, their entries kept in `dtype` (None when HTFT is off: nothing would
+    read them)."""
     if not model.htft_enabled:
         return None
     steps = num_steps or model.diffusion_cfg["num_steps"]
-    return StepBuffers(steps, model.model_cfg["htft"]["buffer_size"])
+    return StepBuffers(steps, model.model_cfg["htft"]["buffer_size"], dtype)
 
 
 def initial_noise(ref: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:

@@ -22,13 +22,14 @@ Features = list[torch.Tensor]  # one frame's skip features: [(B, C_i, H_i, W_i) 
 class StreamingBuffer:
     """FIFO of the last `size` frames' skip features at one denoising step.
 
-    Entries are detached (no graph into past frames, constant memory) and kept on their device.
+    Entries are detached (no graph into past frames, constant memory) and kept on their device, in `dtype`
+    (the compute dtype of stage.model.precision; None keeps the features' own).
     """
 
-    def __init__(self, size: int = 10):
+    def __init__(self, size: int = 10, dtype: torch.dtype | None = None):
         if size < 1:
             raise ValueError(f"StreamingBuffer size must be >= 1, got {size}")
-        self.size = size
+        self.size, self.dtype = size, dtype
         self._frames: deque[Features] = deque(maxlen=size)  # oldest first; maxlen evicts the oldest
 
     def __len__(self) -> int:
@@ -36,7 +37,7 @@ class StreamingBuffer:
 
     def push(self, features: Sequence[torch.Tensor]) -> None:
         """Append one frame's skip features [(B, C_i, H_i, W_i)]; evicts the oldest beyond `size`."""
-        self._frames.append([f.detach() for f in features])
+        self._frames.append([f.detach().to(self.dtype) if self.dtype is not None else f.detach() for f in features])
 
     def get(self, offset: int) -> Features | None:
         """The frame at `offset` (-1 = most recent), or None if it does not exist yet."""
@@ -56,7 +57,7 @@ class StreamingBuffer:
         picked = [self.get(o) for o in offsets]
         memory = []
         for i, ref in enumerate(like):
-            entries = [p[i] if p is not None else torch.zeros_like(ref) for p in picked]
+            entries = [p[i] if p is not None else torch.zeros_like(ref, dtype=self.dtype) for p in picked]
             memory.append(torch.stack(entries, dim=1))
         return memory
 
@@ -87,8 +88,9 @@ class ReadOnlyBuffer:
 class StepBuffers:
     """One StreamingBuffer per denoising step: `buffers[t]` is step t's buffer."""
 
-    def __init__(self, num_steps: int, size: int = 10):
-        self.buffers = [StreamingBuffer(size) for _ in range(num_steps)]
+    def __init__(self, num_steps: int, size: int = 10, dtype: torch.dtype | None = None):
+        self.buffers = [StreamingBuffer(size, dtype) for _ in range(num_steps)]
+        self.dtype = dtype
 
     def __getitem__(self, step: int) -> StreamingBuffer:
         return self.buffers[step]

@@ -124,6 +124,16 @@ class StageUNet(nn.Module):
     def htft_enabled(self) -> bool:
         return self.htft is not None
 
+    def compile_passes(self, **options) -> None:
+        """torch.compile the encoder, the fusion and the decoder, each on its own: the StreamingBuffer read and
+        write between them stay in Python. `options` go to torch.compile; calling it again does nothing."""
+        if getattr(self, "_compiled", False):
+            return
+        self.encode, self.decode = torch.compile(self.encode, **options), torch.compile(self.decode, **options)
+        if self.htft is not None:  # the method, not the module: the weights keep their names
+            self.htft.forward = torch.compile(self.htft.forward, **options)
+        self._compiled = True
+
     def encode(self, sample: torch.Tensor, emb: torch.Tensor, encoder_hidden_states: torch.Tensor
                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Encoder: (B, 12, h, w) -> (deepest feature, skip features [(B, C_i, H_i, W_i)])."""

@@ -30,7 +30,7 @@ import torch
 
 from stage.errors import StageError
 from stage.latents.autoencoder import Codec, to_uint8
-from stage.model import FrameConditions, StepBuffers, new_buffers, sample_frame
+from stage.model import FrameConditions, StepBuffers, new_buffers, precision, sample_frame
 from stage.rollout.state import (DISCARD, StreamState, batch_buffers, load_state, save_state, stream_buffers)
 from stage.rollout.streams import SceneInputs, Stream, partial_settings
 
@@ -45,6 +45,7 @@ class Spec:
     teacher_forced: bool
     checkpoint_every: int
     checkpoint_path: str | None
+    precision: str = "fp32"
 
 
 @dataclass
@@ -137,7 +138,7 @@ class BatchRun:
             s.generator = torch.Generator(device=self.device).manual_seed(int(s.seed))
             s.open_files(self.frame_shape, self.latent_shape, create=True)
         for lane in self.lanes:
-            lane.buffers = new_buffers(self.model, self.spec.num_steps)
+            lane.buffers = new_buffers(self.model, self.spec.num_steps, precision.compute_dtype(self.spec.precision))
 
     def restore(self, paths: dict[str, Path]) -> None:
         """Continue from the state folder `paths[stream id]` of every stream (all at the same frame); its
@@ -184,7 +185,7 @@ class BatchRun:
         rows = lane.rows
         part = FrameConditions(cond.cond_latent[rows], cond.map_latent[rows], cond.box_tokens[rows],
                                None if cond.anchor_tokens is None else cond.anchor_tokens[rows])
-        with torch.inference_mode():  # thread-local, like no_grad
+        with torch.inference_mode(), precision.autocast(self.device, self.spec.precision):  # both thread-local
             latents = sample_frame(self.model, part, lane.buffers, num_steps=self.spec.num_steps,
                                    generator=[s.generator for s in self.streams[rows]])
             if not bool(torch.isfinite(latents).all()):

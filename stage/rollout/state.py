@@ -37,6 +37,10 @@ TIMING_LISTS = ("per_frame_s", "resumed_at", "state_saves_s")
 TIMING_DICTS = ("memory_mb_at", "rss_mb_at")
 
 
+# the dtypes a state's buffer entries may be kept in (state.json names them; None = as computed)
+BUFFER_DTYPES = {None: None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 @dataclass
 class StreamState:
     next_frame: int                       # frames 0 .. next_frame-1 are done
@@ -57,14 +61,16 @@ def buffer_tensors(buffers: StepBuffers | None) -> tuple[dict[str, torch.Tensor]
         for age in range(len(buf)):
             for i, f in enumerate(buf.get(age - len(buf))):
                 tensors[f"buffer.{step}.{age}.{i}"] = f.detach().cpu().contiguous().clone()
-    return tensors, {"enabled": True, "num_steps": len(buffers), "size": buffers[0].size, "lengths": lengths}
+    dtype = str(buffers.dtype).removeprefix("torch.") if buffers.dtype is not None else None
+    return tensors, {"enabled": True, "num_steps": len(buffers), "size": buffers[0].size, "lengths": lengths,
+                     "dtype": dtype}
 
 
 def stream_buffers(buffers: StepBuffers | None, row: int) -> StepBuffers | None:
     """Row `row` of batched buffers: the StepBuffers that stream would hold alone ((1, C, H, W) entries)."""
     if buffers is None:
         return None
-    out = StepBuffers(len(buffers), buffers[0].size)
+    out = StepBuffers(len(buffers), buffers[0].size, buffers.dtype)
     for step in range(len(buffers)):
         buf = buffers[step]
         for age in range(len(buf)):
@@ -76,7 +82,7 @@ def batch_buffers(rows: list[StepBuffers | None]) -> StepBuffers | None:
     """Per-stream buffers stacked along the batch, in order (the inverse of stream_buffers)."""
     if rows[0] is None:
         return None
-    out = StepBuffers(len(rows[0]), rows[0][0].size)
+    out = StepBuffers(len(rows[0]), rows[0][0].size, rows[0].dtype)
     for step in range(len(out)):
         n = len(rows[0][step])
         for age in range(n):
@@ -88,7 +94,7 @@ def batch_buffers(rows: list[StepBuffers | None]) -> StepBuffers | None:
 def restore_buffers(tensors: dict[str, torch.Tensor], layout: dict, device) -> StepBuffers | None:
     if not layout["enabled"]:
         return None
-    buffers = StepBuffers(layout["num_steps"], layout["size"])
+    buffers = StepBuffers(layout["num_steps"], layout["size"], BUFFER_DTYPES[layout.get("dtype")])
     for step, n in enumerate(layout["lengths"]):
         for age in range(n):
             skips = sorted((int(k.rsplit(".", 1)[1]), v) for k, v in tensors.items()
@@ -145,6 +151,9 @@ def _check_layout(layout: dict, tensors: dict, next_frame: int, where: Path) -> 
             raise StageError(f"{where}: field 'buffers' holds lengths {lengths[:4]} for {steps} steps of size {size}, "
                              f"which a state of frame {next_frame} cannot have; {DISCARD}")
         expected = {(step, age) for step in range(steps) for age in range(lengths[step])}
+        if layout.get("dtype") not in BUFFER_DTYPES:
+            raise StageError(f"{where}: field 'buffers.dtype' is {layout.get('dtype')!r}, not one of "
+                             f"{', '.join(str(k) for k in BUFFER_DTYPES)}; {DISCARD}")
     found: dict[tuple[int, int], dict[int, torch.Tensor]] = {}
     for key, tensor in tensors.items():
         if key.startswith("buffer."):

@@ -11,6 +11,10 @@ from the stream's own generator (seeded with its seed) and runs every denoising 
 that step's StreamingBuffer (none when HTFT is off), batched over the streams (stage/rollout/batch.py).
 Layouts: the cache's while the scene has them, then the forecaster.
 
+A job with more streams than `rollout.batch_streams` runs them in batches of that many, one after another
+(`stage plan` gives the memory of one batch); `rollout.precision` runs the UNet under autocast, and
+`rollout.compile` compiles its passes.
+
 Each stream works in a hidden sibling `.seed-<seed>.partial/` renamed to its folder when complete; the
 streaming state is checkpointed there, one state per stream, every `rollout.checkpoint_every` frames, and
 `resume=True` continues the batch from the newest frame every stream has a state for, with the frames an
@@ -29,7 +33,7 @@ from stage.config import check_one_sampler, section_hash
 from stage.errors import StageError
 from stage.latents.autoencoder import Codec
 from stage.latents.cache import LatentCache, SceneShard
-from stage.model import new_buffers
+from stage.model import new_buffers, precision
 from stage.paths import remove_tree
 from stage.rollout import outputs
 from stage.rollout.batch import BatchRun, Spec, peak_rss_mb
@@ -211,27 +215,44 @@ def rollout(model, conditions, codec: Codec, cache: LatentCache, scenes: Sequenc
     checkpoint_info = checkpoint_info or {"path": None, "sha256": None}
     check_one_sampler(config, model.diffusion_cfg["num_steps"], "rollout config against the checkpoint")
     spec = Spec(variant, n_frames, int(rcfg["num_steps"] or model.diffusion_cfg["num_steps"]), teacher_forced,
-                int(rcfg["checkpoint_every"]), checkpoint_info.get("path"))
+                int(rcfg["checkpoint_every"]), checkpoint_info.get("path"), rcfg["precision"])
     streams = _streams(shards, seeds, out, _shared_identity(spec, config, codec, checkpoint_info))
     todo = _skip_finished(streams) if resume else streams
     result = {"status": "complete", "out": out, "streams": {s.id: {"out": s.out, "meta": s.meta} for s in streams}}
     if not todo:
         return result
-    inputs = {scene: _scene_inputs(conditions, codec, *shards[scene], config, n_frames, dataroot, device)
-              for scene in dict.fromkeys(s.scene for s in todo)}
-    run = BatchRun(model, conditions, codec, todo, inputs, spec, _lane_count(lanes, len(todo), device))
-    _start(run, resume, new_buffers(model, spec.num_steps))
-    status, done = run.run(progress, on_frame)
-    if status == "stopped":
-        print(f"\nrollout {variant}: SIGTERM received; state written at frame {done} for each of the {len(todo)} "
-              f"streams (e.g. {todo[0].state_root}); re-run with --resume to continue", flush=True)
-        return {**result, "status": "stopped"}
-    for s in todo:
-        result["streams"][s.id] = _finish(run, s, checkpoint_info, rcfg, model)
+    if rcfg["compile"]["enabled"]:
+        model.unet.compile_passes(dynamic=False, backend=rcfg["compile"]["backend"], mode=rcfg["compile"]["mode"])
+        lanes = 1  # one thread calls the compiled passes
+    size = rcfg["batch_streams"] or len(todo)
+    plan = _planned(config, model, min(size, len(todo)))
+    for group in (todo[i:i + size] for i in range(0, len(todo), size)):  # batches one after another
+        inputs = {scene: _scene_inputs(conditions, codec, *shards[scene], config, n_frames, dataroot, device)
+                  for scene in dict.fromkeys(s.scene for s in group)}
+        run = BatchRun(model, conditions, codec, group, inputs, spec, _lane_count(lanes, len(group), device))
+        _start(run, resume, new_buffers(model, spec.num_steps, precision.compute_dtype(spec.precision)))
+        status, done = run.run(progress, on_frame)
+        if status == "stopped":
+            print(f"\nrollout {variant}: SIGTERM received; state written at frame {done} for each of the "
+                  f"{len(group)} streams of the batch (e.g. {group[0].state_root}); re-run with --resume to continue",
+                  flush=True)
+            return {**result, "status": "stopped"}
+        for s in group:
+            result["streams"][s.id] = _finish(run, s, checkpoint_info, rcfg, model, plan)
     return {**result, "status": "done"}
 
 
-def _finish(run: BatchRun, s: Stream, checkpoint_info: dict, rcfg: dict, model) -> dict:
+def _planned(config: dict, model, streams: int) -> dict:
+    """What the memory plan (stage.model.memory_plan) of the checkpoint's model gives for one batch."""
+    from stage.model.memory_plan import memory_plan
+
+    plan = memory_plan({**config, "model": model.model_cfg, "diffusion": model.diffusion_cfg}, streams)
+    keep = ("buffers_bytes", "activation_bytes", "decode_bytes", "weights_bytes", "peak_bytes")
+    return {"batch_streams": streams, "frame_skip_bytes": plan.frame_skip_bytes,
+            "step_buffers_bytes": plan.step_buffers_bytes, **{k: plan.rollout[k] for k in keep}}
+
+
+def _finish(run: BatchRun, s: Stream, checkpoint_info: dict, rcfg: dict, model, plan: dict) -> dict:
     """Write stream `s`'s folder from its finished work folder: {"out", "meta", "timings"}."""
     inputs, n_frames = run.scenes[s.scene], run.spec.n_frames
     sources = inputs.layouts.sources(n_frames)
@@ -246,7 +267,7 @@ def _finish(run: BatchRun, s: Stream, checkpoint_info: dict, rcfg: dict, model) 
         "config_hash": s.settings["config_hash"], "num_steps": run.spec.num_steps,
         "htft": bool(model.htft_enabled), "autoencoder_hash": s.settings["autoencoder_hash"],
         "frame_0": f"generated, conditioned on the real first frame (every later frame on {later})",
-        "resumed_at": run.timings["resumed_at"], "settings": s.settings,
+        "resumed_at": run.timings["resumed_at"], "settings": s.settings, "memory_plan": plan,
     }
     per = run.timings["per_frame_s"]
     buffers = run.stream_buffers(run.ids.index(s.id))

@@ -142,6 +142,10 @@ def read_state(path: Path) -> dict:
     folder_step = step_of(path)
     if folder_step is not None and state["step"] != folder_step:
         raise _damaged(file, f"field 'step' is {state['step']}, but the folder is that of step {folder_step}")
+    if "scaler" in state:  # the fp16 loss scaler's state ({} for other precisions)
+        scaler = field(state, "scaler", file, CHECKPOINT_FIX, dict)
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in scaler.values()):
+            raise _damaged(file, "field 'scaler' holds values that are not numbers")
     if "files" in state:  # absent from checkpoints written before digests were recorded
         files = field(state, "files", file, CHECKPOINT_FIX, dict)
         bad = [n for n, d in files.items() if name_problem(n) or n == "state.json" or not isinstance(d, str)]

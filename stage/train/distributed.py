@@ -1,6 +1,8 @@
 """torchrun / DistributedDataParallel plumbing: one process per device, gloo on CPU, nccl on GPUs.
 
-Without torchrun (no WORLD_SIZE in the environment) everything here is a no-op on one process.
+Under torchrun (WORLD_SIZE and LOCAL_RANK in the environment) the process group is joined whatever the
+number of processes, so `torchrun --nproc_per_node 1` runs the same DDP path as a multi-GPU job; without
+torchrun everything here is a no-op on one process.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    backend: str | None = None  # the process group's (gloo, nccl); None = no process group
 
     @property
     def is_main(self) -> bool:
@@ -25,7 +28,7 @@ class Dist:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.backend is not None
 
 
 def setup(device: str = "auto") -> Dist:
@@ -36,9 +39,12 @@ def setup(device: str = "auto") -> Dist:
     dev = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return Dist(rank, world, local, dev)
+    backend = None
+    if "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+        backend = dist.get_backend()
+    return Dist(rank, world, local, dev, backend)
 
 
 def barrier(d: Dist) -> None:

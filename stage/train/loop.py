@@ -30,7 +30,7 @@ from stage.digest import file_digest
 from stage.errors import StageError
 from stage.latents.cache import LatentCache
 from stage.latents.conditions import build_condition_encoder, check_condition_config
-from stage.model import build_model
+from stage.model import build_model, precision
 from stage.paths import remove_tree
 from stage.train import checkpointing as ckpt
 from stage.train import distributed
@@ -45,15 +45,17 @@ CSV_FIELDS = ("step", "loss", "l2", "hf", "lr", "seconds")
 
 
 class StepModule(nn.Module):
-    """What DistributedDataParallel wraps: condition encoders + model -> the loss of one frame batch."""
+    """What DistributedDataParallel wraps: condition encoders + model -> the loss of one frame batch, the
+    forward pass under the run's precision (train.precision)."""
 
-    def __init__(self, model: nn.Module, conditions: nn.Module):
+    def __init__(self, model: nn.Module, conditions: nn.Module, autocast):
         super().__init__()
-        self.model, self.conditions = model, conditions
+        self.model, self.conditions, self.autocast = model, conditions, autocast
 
     def forward(self, frame: dict, cond_latent: torch.Tensor, sigma=None, buffer=None, generator=None):
-        cond = frame_conditions(self.conditions, frame, cond_latent)
-        return self.model.loss(frame["latent"], cond, sigma=sigma, buffer=buffer, generator=generator)
+        with self.autocast():
+            cond = frame_conditions(self.conditions, frame, cond_latent)
+            return self.model.loss(frame["latent"], cond, sigma=sigma, buffer=buffer, generator=generator)
 
 
 def _truncate_csv(path: Path, key: str, keep_upto: int) -> None:
@@ -133,7 +135,8 @@ class Trainer:
         self.conditions = build_condition_encoder(self.config["conditions"], latent_channels, self.device)
         self.optimizer = build_optimizer(self.model, self.conditions, self.stage, self.stage_cfg, tc)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.module = StepModule(self.model, self.conditions)
+        self.scaler = precision.grad_scaler(self.device, tc["precision"])
+        self.module = StepModule(self.model, self.conditions, self.autocast)
         from stage.train import stage1, stage2, stage3
         self.runner = {1: stage1.Stage1, 2: stage2.Stage2, 3: stage3.Stage3}[self.stage](self)
 
@@ -143,6 +146,14 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DDP(self.module, device_ids=ids)  # broadcasts rank 0's weights, all-reduces gradients
+
+    def autocast(self):
+        """The forward-pass context of train.precision (stage.model.precision)."""
+        return precision.autocast(self.device, self.train_cfg["precision"])
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """loss.backward(), through the fp16 loss scaler where there is one."""
+        self.scaler.scale(loss).backward()
 
     def no_sync(self):
         """Accumulate gradients locally (stage 2/3 frames before a window's last one): one all-reduce per step."""
@@ -184,6 +195,8 @@ class Trainer:
             ckpt.apply_training_checkpoint(found, self.model, self.conditions, self.optimizer)
             if "rng" in found.extra:
                 torch.set_rng_state(found.extra["rng"])
+            if found.state.get("scaler"):
+                self.scaler.load_state_dict(found.state["scaler"])
             self.runner.load_state(found.state["runner"], found.extra)
             self.train_seconds = found.state["train_seconds"]
             self.resumed_from = found.state["step"]
@@ -263,7 +276,7 @@ class Trainer:
         if not all(bool(torch.isfinite(p).all()) for p in self.trainable):
             raise StageError(self._bad_message(step, "weights became non-finite"))
         state = {"stage": self.stage, "variant": self.variant, "train_seconds": self.train_seconds,
-                 "identity": self.identity, "runner": self.runner.state()}
+                 "identity": self.identity, "runner": self.runner.state(), "scaler": self.scaler.state_dict()}
         extra = {"rng": torch.get_rng_state(), **self.runner.state_tensors()}
         self.last_good = ckpt.save_training_checkpoint(
             self.ckpt_root, step, self.model, self.conditions, self.optimizer, state, extra, self.config,
@@ -327,8 +340,10 @@ class Trainer:
                                                                  f"{tc['max_loss']:g})"))
                 if tc["grad_clip"]:
                     # the method is silent; clipping keeps a rare huge-sigma batch from wrecking AdamW's moments
+                    self.scaler.unscale_(self.optimizer)
                     torch.nn.utils.clip_grad_norm_(self.trainable, tc["grad_clip"])
-                self.optimizer.step()
+                self.scaler.step(self.optimizer)  # skipped by the fp16 scaler where a gradient overflowed
+                self.scaler.update()
                 step += 1
                 if self.throttle:
                     time.sleep(self.throttle)  # tests only: leaves time to kill the run mid-way
@@ -375,6 +390,7 @@ class Trainer:
             "train_seconds": float(rows[-1]["seconds"]) if rows else 0.0,
             "wall_seconds_last_process": wall,
             "world_size": self.dist.world_size,
+            "backend": self.dist.backend,
             "weights_digests": digests,
             "ranks_agree": len(set(digests)) == 1,
             "resumed_from_step": self.resumed_from,

@@ -46,5 +46,5 @@ class Stage1(StageRunner):
                                t.dist.world_size)
         batch = pair_batch(self.pairs, idx, t.device)
         out = t.ddp(batch, batch["prev_latent"], generator=generator)  # log-normal sigma per sample, no buffer
-        out["loss"].backward()
+        t.backward(out["loss"])
         return {k: out[k].detach() for k in ("loss", "l2", "hf")}

@@ -15,6 +15,7 @@ import torch
 
 from stage.errors import StageError
 from stage.latents.datasets import SceneStreamDataset
+from stage.model import precision
 from stage.model.diffusion import sample_sigmas
 from stage.model.denoiser import inference_conditions
 from stage.model.streaming_buffer import ReadOnlyBuffer, StreamingBuffer
@@ -60,7 +61,8 @@ def stream_loss(trainer, window: dict, cond_latents: torch.Tensor, generator, le
         sigma = sample_sigmas(b, d["p_mean"], d["p_std"], generator, trainer.device)  # one noise level per window
     else:
         sigma = levels[torch.randint(len(levels), (b,), generator=generator, device=trainer.device)]
-    buffer = StreamingBuffer(model.model_cfg["htft"]["buffer_size"]) if model.htft_enabled else None
+    dtype = precision.compute_dtype(trainer.train_cfg["precision"])
+    buffer = StreamingBuffer(model.model_cfg["htft"]["buffer_size"], dtype) if model.htft_enabled else None
     read = ReadOnlyBuffer(buffer) if buffer is not None and generated is not None else buffer
     reach = -min(model.model_cfg["htft"]["offsets"])
     totals = {k: torch.zeros((), device=trainer.device) for k in ("loss", "l2", "hf")}
@@ -72,7 +74,7 @@ def stream_loss(trainer, window: dict, cond_latents: torch.Tensor, generator, le
             with trainer.no_sync() if j < n - 1 else torch.enable_grad():
                 out = trainer.ddp(frame_of(window, j), cond_latents[:, j], sigma=sigma, buffer=read,
                                   generator=generator)
-                (out["loss"] / trained).backward()
+                trainer.backward(out["loss"] / trained)
             for k in totals:
                 totals[k] += out[k].detach() / trained
         elif buffer is not None and generated is None:  # a lead-in frame fills the buffer with its own features
@@ -92,7 +94,8 @@ def _generated_features(trainer, window, cond_latents, generated, j, sigma, gene
                                 model.model_cfg["cond_frame_noise"], lambda: torch.zeros_like(cond_latents[:, j]))
     x = generated[:, j] + sigma.view(-1, 1, 1, 1) * torch.randn(generated[:, j].shape, generator=generator,
                                                                 device=generated.device, dtype=generated.dtype)
-    return model.skip_features(x, sigma, cond)
+    with trainer.autocast():
+        return model.skip_features(x, sigma, cond)
 
 
 class Stage2(StageRunner):

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from stage.errors import StageError
-from stage.model import new_buffers, sample_frame
+from stage.model import new_buffers, precision, sample_frame
 from stage.readback import field
 from stage.train.data import frame_conditions, frame_of, indices_for_step, window_batch
 from stage.train.loop import _append_csv, _truncate_csv
@@ -40,8 +40,9 @@ def w_at(step: int, cfg: dict) -> int:
 
 @torch.no_grad()
 def rollout_window(model, conditions, window: dict, w: int, num_steps: int,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[bool], torch.Tensor]:
-    """Simulated inference over a window batch (B, T, ...).
+                   generator: torch.Generator | None = None, precision_name: str = "fp32"
+                   ) -> tuple[torch.Tensor, list[bool], torch.Tensor]:
+    """Simulated inference over a window batch (B, T, ...), at `precision_name` (the run's train.precision).
 
     Returns (condition latents used (B, T, C, h, w), real_cf per frame (True = real previous frame),
     generated latents (B, T, C, h, w)).
@@ -49,14 +50,15 @@ def rollout_window(model, conditions, window: dict, w: int, num_steps: int,
     was_training = model.training, conditions.training
     model.eval()
     conditions.eval()
-    buffers = new_buffers(model, num_steps)  # None with HTFT off
+    buffers = new_buffers(model, num_steps, precision.compute_dtype(precision_name))  # None with HTFT off
     n = window["latent"].shape[1]
     used, real, generated = [], [], []
     for j in range(n):
         use_real = j % w == 0  # the real frame replaces the model's own every W frames
         cf = window["prev_latent"][:, j] if use_real else generated[-1]
         cond = frame_conditions(conditions, frame_of(window, j), cf)
-        generated.append(sample_frame(model, cond, buffers, num_steps=num_steps, generator=generator))
+        with precision.autocast(window["latent"].device, precision_name):
+            generated.append(sample_frame(model, cond, buffers, num_steps=num_steps, generator=generator))
         used.append(cf)
         real.append(use_real)
     model.train(was_training[0])
@@ -85,7 +87,7 @@ class Stage3(Stage2):
         for a in range(0, len(idx), cfg["batch_size"]):
             window = window_batch(self.windows, idx[a:a + cfg["batch_size"]], t.device)
             used, real, generated = rollout_window(t.model, t.conditions, window, self.w, self.sampling_steps,
-                                                   generator)
+                                                   generator, t.train_cfg["precision"])
             conds.append(used.cpu())
             gens.append(generated.cpu())
             reals += [real] * used.shape[0]

@@ -20,7 +20,7 @@ import torch
 
 from stage.latents.cache import LatentCache
 from stage.latents.datasets import SceneStreamDataset
-from stage.model import sample_frame
+from stage.model import precision, sample_frame
 from stage.model.streaming_buffer import StreamingBuffer
 from stage.train.data import derived_seed, frame_conditions, frame_of, window_batch
 
@@ -53,11 +53,11 @@ class Validation:
         n = w["latent"].shape[1]
         gen = torch.Generator(device=t.device).manual_seed(derived_seed(self.cfg["seed"], "validation-cf"))
         cfs = {"real": w["prev_latent"], "generated": self._generated(w, gen)}
-        out = {}
+        out, dtype = {}, precision.compute_dtype(t.train_cfg["precision"])
         for kind in CONDITIONS:
             for sigma in self.cfg["sigmas"]:
                 gen = torch.Generator(device=t.device).manual_seed(derived_seed(self.cfg["seed"], "validation", sigma))
-                buffer = StreamingBuffer(model.model_cfg["htft"]["buffer_size"]) if (
+                buffer = StreamingBuffer(model.model_cfg["htft"]["buffer_size"], dtype) if (
                     model.htft_enabled and t.stage > 1) else None
                 total = 0.0
                 for j in range(n):
@@ -81,7 +81,8 @@ class Validation:
         return cfs
 
     def record(self, point: str, step: int) -> dict[tuple[str, float], float]:
-        losses = self.losses()
+        with self.t.autocast():  # scored in the precision the run trains in
+            losses = self.losses()
         new = not self.path.is_file()
         with open(self.path, "a", newline="") as f:
             wr = csv.DictWriter(f, fieldnames=FIELDS)

@@ -55,6 +55,16 @@ if not SYNTHETIC and not DATA["dataroot"]:
 DATAROOT = f"{R}/world" if SYNTHETIC else DATA["dataroot"]
 
 
+def sized(job, **cpu):
+    """A job's resources: on GPUs (train.gpus / rollout.gpus above 0) from the memory plan (stage/resources.py:
+    gpu_mem_mb, mem_mb, runtime), on the CPU the rule's own `cpu` ones."""
+    if not config["train" if job.startswith("train") else "rollout"]["gpus"]:
+        return cpu
+    from stage.resources import job_resources
+
+    return {**cpu, **job_resources(config, job)}
+
+
 def logged(name):
     """log: and benchmark: paths of a rule (wildcards allowed in name)."""
     return {"log": f"{R}/logs/{name}.log", "benchmark": f"{R}/benchmarks/{name}.tsv"}

@@ -52,8 +52,7 @@ rule rollout:
     # than from a second job.
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=240,
+        **sized("rollout", mem_mb=4000, runtime=240),
         gpu=config["rollout"]["gpus"],
     shell:
         rollout_shell("")
@@ -79,8 +78,7 @@ rule one_step:
         ENV
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **sized("one_step", mem_mb=4000, runtime=60),
         gpu=config["rollout"]["gpus"],
     shell:
         rollout_shell("--teacher-forced ")

@@ -33,8 +33,7 @@ rule train_stage1:
         ENV
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=240,
+        **sized("train_stage1", mem_mb=8000, runtime=240),
         gpu=config["train"]["gpus"],
     shell:
         "{params.cmd} --stage 1 --cache {input.cache} --val-cache {input.val_cache} --out {params.run} --resume "
@@ -70,8 +69,7 @@ rule train_stage2:
         ENV
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=240,
+        **sized("train_stage2", mem_mb=8000, runtime=240),
         gpu=config["train"]["gpus"],
     shell:
         "{params.cmd} --stage 2 --variant {wildcards.variant} --cache {input.cache} --val-cache {input.val_cache} "
@@ -108,8 +106,7 @@ rule train_stage3:
         ENV
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=240,
+        **sized("train_stage3", mem_mb=8000, runtime=240),
         gpu=config["train"]["gpus"],
     shell:
         "{params.cmd} --stage 3 --variant {wildcards.variant} --cache {input.cache} --val-cache {input.val_cache} "
