@@ -13,7 +13,6 @@ from safetensors.torch import load_file
 
 from stage import config
 from stage.model import StreamingBuffer
-from stage.train import stage2
 from stage.train.loop import Trainer
 from stage.train.toy import TINY_CONFIG, make_toy_cache
 

@@ -34,6 +34,7 @@ from stage.model import build_model, precision
 from stage.paths import remove_tree
 from stage.train import checkpointing as ckpt
 from stage.train import distributed
+from stage.train.csv_log import append_csv, truncate_csv
 from stage.train.data import frame_conditions, step_generator
 from stage.train.optim import build_optimizer, lr_at, set_lr
 from stage.train.variants import check_runnable, model_config_for
@@ -56,31 +57,6 @@ class StepModule(nn.Module):
         with self.autocast():
             cond = frame_conditions(self.conditions, frame, cond_latent)
             return self.model.loss(frame["latent"], cond, sigma=sigma, buffer=buffer, generator=generator)
-
-
-def _truncate_csv(path: Path, key: str, keep_upto: int) -> None:
-    """Drop rows whose `key` exceeds keep_upto (steps redone after a resume)."""
-    if not path.is_file():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-        w.writeheader()
-        w.writerows(r for r in rows if int(r[key]) <= keep_upto)
-    os.replace(tmp, path)
-
-
-def _append_csv(path: Path, fields, row: dict) -> None:
-    new = not path.is_file() or path.stat().st_size == 0
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(fields))
-        if new:
-            w.writeheader()
-        w.writerow(row)
 
 
 def weights_digest(*modules: nn.Module) -> str:
@@ -319,7 +295,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             if start == 0:
                 self.loss_log.unlink(missing_ok=True)
-            _truncate_csv(self.loss_log, "step", start)
+            truncate_csv(self.loss_log, "step", start)
             self.runner.truncate_logs(start)
         wall0 = time.time()
         bar = tqdm(total=total, initial=start, desc=f"train stage {self.stage}", unit="step",
@@ -349,7 +325,7 @@ class Trainer:
                     time.sleep(self.throttle)  # tests only: leaves time to kill the run mid-way
                 self.train_seconds += time.time() - t0
                 if main:
-                    _append_csv(self.loss_log, CSV_FIELDS, {
+                    append_csv(self.loss_log, CSV_FIELDS, {
                         "step": step, "loss": f"{loss:.6g}", "l2": f"{float(stats[1]):.6g}",
                         "hf": f"{float(stats[2]):.6g}", "lr": f"{lr:.6g}", "seconds": f"{self.train_seconds:.3f}"})
                     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")

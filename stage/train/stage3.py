@@ -25,7 +25,7 @@ from stage.errors import StageError
 from stage.model import new_buffers, precision, sample_frame
 from stage.readback import field
 from stage.train.data import frame_conditions, frame_of, indices_for_step, window_batch
-from stage.train.loop import _append_csv, _truncate_csv
+from stage.train.csv_log import append_csv, truncate_csv
 from stage.model.sampler import step_sigmas
 from stage.train.stage2 import Stage2, stream_loss
 
@@ -99,7 +99,7 @@ class Stage3(Stage2):
         self.collections += 1
         if t.dist.is_main:
             sources = "".join("R" if r else "G" for r in reals[0])
-            _append_csv(self.log, COLLECT_FIELDS, {
+            append_csv(self.log, COLLECT_FIELDS, {
                 "collection": self.collections, "step": step, "W": self.w, "windows": len(idx),
                 "frames": int(self.pool_real.numel()), "real_cf_fraction": f"{self.pool_real.float().mean():.4f}",
                 "sources": sources})
@@ -162,7 +162,7 @@ class Stage3(Stage2):
     def truncate_logs(self, step: int) -> None:
         if step == 0:
             Path(self.log).unlink(missing_ok=True)
-        _truncate_csv(Path(self.log), "collection", self.collections)
+        truncate_csv(Path(self.log), "collection", self.collections)
 
     def metrics(self) -> dict:
         return {**super().metrics(), "stage3_collections": self.collections, "stage3_final_W": self.w}
