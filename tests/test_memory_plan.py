@@ -98,3 +98,26 @@ def test_stage_plan_prints_each_job_and_what_fits(paper_plan, capsys, tmp_path):
     import json
 
     assert json.loads(out.read_text())["step_buffers_bytes"] == paper_plan.step_buffers_bytes
+
+
+def test_the_workflow_sizes_the_paper_gpu_jobs_from_the_plan(tmp_path):
+    """A dry run of the paper configuration: the GPU rules' resources are the plan's (stage/resources.py)."""
+    import re
+    import subprocess
+
+    import yaml
+
+    from conftest import BIN, copy_workflow, tool_env
+
+    work = copy_workflow(tmp_path)
+    (work / "root.yaml").write_text(yaml.safe_dump({"dataset": {"dataroot": str(tmp_path / "nuscenes")}}))
+    run = subprocess.run([str(BIN / "snakemake"), "-n", "--cores", "2", "results/report.pdf", "--configfile",
+                          "config/paper.yaml", "root.yaml"], cwd=work, env=tool_env(), capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    cfg = config.load([work / "config" / "paper.yaml", work / "root.yaml"])
+    for job in ("train_stage1", "train_stage3", "rollout", "one_step"):
+        block = re.search(rf"^rule {job}:\n(?:    .*\n)*?    resources: (.*)$", run.stdout, re.MULTILINE)
+        assert block, f"no dry-run entry of rule {job}"
+        got = dict(kv.split("=", 1) for kv in block.group(1).split(", "))
+        want = job_resources(cfg, job)
+        assert {k: int(got[k]) for k in want} == want, job
