@@ -14,7 +14,7 @@ from stage.rollout.loading import load_for_rollout
 from stage.rollout.state import latest_state, load_state
 from stage.rollout.streaming import work_dir
 from stage.rollout.streams import stream_dir
-from test_rollout_stream import arrays, max_diffs
+from test_rollout_stream import Interrupt, arrays, max_diffs, stop_after
 
 DEVICE = os.environ.get("STAGE_TEST_DEVICE", "cpu")
 N_FRAMES = 12
@@ -54,20 +54,9 @@ def streams(setup):
     return [(scene, seed) for scene in setup[1]["scenes"][:2] for seed in SEEDS]
 
 
-class Stop(Exception):
-    pass
-
-
-def stop_after(frame):
-    def stop(t):
-        if t == frame:
-            raise Stop
-    return stop
-
-
 def test_bf16_rollout_keeps_bf16_buffers_on_the_device_resumes_and_stays_near_fp32(setup, fp32, tmp_path):
     root, bf16 = tmp_path / "full", {"precision": "bf16", "checkpoint_every": 10}
-    with pytest.raises(Stop):
+    with pytest.raises(Interrupt):
         run(setup, root, rollout_cfg=bf16, on_frame=stop_after(10))
     for scene, seed in streams(setup):
         state = load_state(latest_state(work_dir(stream_dir(root, scene, seed)) / "state"), DEVICE)
