@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
+# Test processes (pytest-xdist); 0 runs the suite in this one process.
+TEST_WORKERS ?= 2
 
 SNAKEMAKE := PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake
 
@@ -32,8 +34,10 @@ pull: $(STAMP)
 	$(BIN)/dvc pull
 	$(SNAKEMAKE) --cores $(CORES) --touch $(SNAKEMAKE_ARGS)
 
+# The workflow tests' serial links (dvc repro runs one stage at a time) leave a core idle; a second worker
+# fills it. Tests sharing the Snakemake-built tiny chain stay on one worker (conftest.TINY_CHAIN_WORKER).
 test: $(STAMP)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest $(PYTEST_ARGS)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Re-resolve the pins from pyproject.toml's ranges (needs the package registry).
 lock:

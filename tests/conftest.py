@@ -69,10 +69,14 @@ def run_snakemake(work: Path, *args, check=True) -> subprocess.CompletedProcess:
                           cwd=work, env=tool_env(), capture_output=True, text=True, check=check)
 
 
+TINY_CHAIN_WORKER = pytest.mark.xdist_group("tiny_chain")  # every user of tiny_chain on one xdist worker
+
+
 @pytest.fixture(scope="session")
 def tiny_chain(tmp_path_factory) -> Path:
     """A workflow copy in which Snakemake ran the tiny config through every rule to results/report.pdf,
-    uninterrupted: the reference that interrupted and DVC-driven runs must reproduce."""
+    uninterrupted: the reference that interrupted and DVC-driven runs must reproduce. Tests that use it carry
+    @TINY_CHAIN_WORKER, so that under `make test` (pytest-xdist, --dist loadgroup) it is built once."""
     work = copy_workflow(tmp_path_factory.mktemp("tiny-chain"))
     run = run_snakemake(work, check=False)
     assert run.returncode == 0, run.stderr[-4000:]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_workflow, job_stats, run_snakemake
+from conftest import TINY_CHAIN_WORKER, copy_workflow, job_stats, run_snakemake
 from stage import config as config_mod
 from stage.dvc_export import generate
 from stage.errors import StageError
@@ -70,6 +70,7 @@ def test_cli_lists_commands_without_importing_them():
         assert name in help_text
 
 
+@TINY_CHAIN_WORKER
 def test_snakemake_runs_the_whole_chain_then_reruns_only_what_changed(tiny_chain):
     """The tiny config through every rule to report.pdf; a second run has nothing to do; a changed
     evaluation parameter reruns evaluation, figures and report only."""

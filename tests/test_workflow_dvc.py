@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import BIN, REPO, copy_workflow, metric_values, run_snakemake, tool_env
+from conftest import BIN, REPO, TINY_CHAIN_WORKER, copy_workflow, metric_values, run_snakemake, tool_env
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
@@ -33,6 +33,7 @@ def test_dvc_reads_the_committed_pipeline(tmp_path):
     assert remote.split()[0] == "local", "the committed .dvc/config names a default local remote"
 
 
+@TINY_CHAIN_WORKER
 def test_dvc_repro_then_push_and_pull_into_a_fresh_clone(tmp_path, tiny_chain):
     origin = copy_workflow(tmp_path)
     storage = tmp_path / "dvc-storage"

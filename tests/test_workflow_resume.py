@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import BIN, copy_workflow, metric_values, run_snakemake, tool_env
+from conftest import BIN, TINY_CHAIN_WORKER, copy_workflow, metric_values, run_snakemake, tool_env
 
 STAGE1 = "results/checkpoints/stage1"
 
@@ -52,6 +52,7 @@ def _stop_during_stage1(work: Path, log: Path, at_step: int, sig: signal.Signals
         "stage 1 finished before the stop; give train.stage1 more steps in .test/config.yaml"
 
 
+@TINY_CHAIN_WORKER
 def test_snakemake_stopped_during_training_resumes_to_the_same_report(tmp_path, tiny_chain):
     work = copy_workflow(tmp_path)
     _stop_during_stage1(work, tmp_path / "ctrl-c.log", 10, signal.SIGINT)
