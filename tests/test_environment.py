@@ -38,3 +38,30 @@ def test_the_pins_that_matter():
 def test_pip_check_finds_no_conflicts():
     proc = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+GROUPED = '''
+import os
+import pytest
+
+@pytest.mark.xdist_group("one")
+@pytest.mark.parametrize("i", range(4))
+def test_grouped(i):
+    print("WORKER", os.environ["PYTEST_XDIST_WORKER"])
+
+@pytest.mark.parametrize("i", range(4))
+def test_free(i):
+    pass
+'''
+
+
+def test_xdist_group_keeps_grouped_tests_on_one_worker(tmp_path):
+    """`make test` relies on --dist loadgroup to build the Snakemake tiny chain once, on one worker; some pytest
+    and pytest-xdist pairs silently stop grouping (every test then builds it again)."""
+    (tmp_path / "test_grouped.py").write_text(GROUPED)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider",
+                           "-rA", "-q", str(tmp_path / "test_grouped.py")], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    workers = set(re.findall(r"^WORKER (gw\d+)$", proc.stdout, re.M))
+    assert len(workers) == 1, f"grouped tests ran on {sorted(workers)}:\n{proc.stdout[-3000:]}"
