@@ -61,6 +61,22 @@ def test_encode_decode_round_trip_shapes_and_scale(trained):
     torch.testing.assert_close(codec.encode(frames), z)
 
 
+def test_decode_precision_is_the_configured_one_whatever_the_callers_autocast(trained):
+    data, out, cfg_file = trained
+    cfg = config.load([cfg_file])["autoencoder"]
+    fp32 = load_codec({**cfg, "decode_precision": "fp32"}, out)
+    bf16 = load_codec({**cfg, "decode_precision": "bf16"}, out)
+    assert (fp32.decode_precision, bf16.decode_precision) == ("fp32", "bf16")
+    z = torch.randn(3, 4, H // 8, W // 8, generator=torch.Generator().manual_seed(0))
+    reference = fp32.decode(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a bf16 rollout around an fp32 decode leaves it fp32
+        assert torch.equal(fp32.decode(z), reference)
+    low = bf16.decode(z)
+    assert not torch.equal(low, reference)
+    assert (low - reference).abs().max() < 0.05  # bf16 keeps 8 bits of mantissa: far below one of 255 levels
+    assert np.abs(to_uint8(low).astype(int) - to_uint8(reference).astype(int)).mean() < 0.5
+
+
 def test_missing_autoencoder_directory_is_a_clear_error(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(StageError, match=r"nowhere.*stage train-autoencoder"):

@@ -6,7 +6,7 @@ import torch
 from stage import cli
 from stage import config as config_mod
 from stage.data.scene_format import open_split
-from stage.latents.autoencoder import build_embedded, load_embedded, save_embedded, to_uint8
+from stage.latents.autoencoder import build_embedded, load_codec, save_embedded, to_uint8
 from stage.latents.toy import fabricate_split
 
 
@@ -18,7 +18,7 @@ def test_reconstruct_writes_decoded_ground_truth(tmp_path):
     save_embedded(build_embedded(cfg["autoencoder"]), 1.0, tmp_path / "ae")
     assert cli.main(["reconstruct", "--data", str(split), "--autoencoder", str(tmp_path / "ae"),
                      "--out", str(tmp_path / "recon"), "--no-progress"]) == 0
-    codec = load_embedded(tmp_path / "ae")
+    codec = load_codec(cfg["autoencoder"], tmp_path / "ae")  # decodes in autoencoder.decode_precision, as the command
     for scene in open_split(split):
         got = np.load(tmp_path / "recon" / scene.name / "frames.npy")
         assert got.shape == scene.frames.shape and got.dtype == np.uint8

@@ -139,7 +139,8 @@ def _shared_identity(spec: Spec, config: dict, codec: Codec, checkpoint_info: di
     return {"variant": spec.variant, "n_frames": spec.n_frames,
             "condition": "real" if spec.teacher_forced else "generated", "num_steps": spec.num_steps,
             "checkpoint_sha256": checkpoint_info.get("sha256"), "config_hash": settings_hash(config),
-            "autoencoder_hash": codec.hash, "forecaster": config["rollout"]["forecaster"]}
+            "autoencoder_hash": codec.hash, "decode_precision": codec.decode_precision,
+            "forecaster": config["rollout"]["forecaster"]}
 
 
 def _streams(shards: dict[str, tuple], seeds: list[int], out: Path, common: dict) -> list[Stream]:

@@ -28,6 +28,7 @@ ROLLOUT_PARAMS = dict(
     dataroot=lambda w, input: input.world[0] if SYNTHETIC else DATAROOT,
     scenes=" ".join(ROLLOUT_SCENES),
     rollout=config["rollout"],
+    autoencoder=config["autoencoder"],
 )
 
 
