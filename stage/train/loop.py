@@ -36,6 +36,7 @@ from stage.train import checkpointing as ckpt
 from stage.train import distributed
 from stage.train.csv_log import append_csv, truncate_csv
 from stage.train.data import frame_conditions, step_generator
+from stage.train.ema import WeightEMA, trained_named_parameters
 from stage.train.optim import build_optimizer, lr_at, set_lr
 from stage.train.variants import check_runnable, model_config_for
 
@@ -111,6 +112,9 @@ class Trainer:
         self.conditions = build_condition_encoder(self.config["conditions"], latent_channels, self.device)
         self.optimizer = build_optimizer(self.model, self.conditions, self.stage, self.stage_cfg, tc)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        decay = self.stage_cfg["ema_decay"]
+        self.ema = WeightEMA(trained_named_parameters({"model": self.model, "conditions": self.conditions},
+                                                      self.trainable), decay) if decay > 0 else None
         self.scaler = precision.grad_scaler(self.device, tc["precision"])
         self.module = StepModule(self.model, self.conditions, self.autocast)
         from stage.train import stage1, stage2, stage3
@@ -174,6 +178,8 @@ class Trainer:
             if found.state.get("scaler"):
                 self.scaler.load_state_dict(found.state["scaler"])
             self.runner.load_state(found.state["runner"], found.extra)
+            if self.ema is not None:
+                self.ema.load_state(found.extra)
             self.train_seconds = found.state["train_seconds"]
             self.resumed_from = found.state["step"]
             if self.dist.is_main:
@@ -181,6 +187,8 @@ class Trainer:
             return self.resumed_from
         if init is not None:
             ckpt.apply_init(init, self.model, self.conditions)
+        if self.ema is not None:
+            self.ema.reset()  # the average starts at the weights training starts from
         self.train_seconds = 0.0
         return 0
 
@@ -219,8 +227,11 @@ class Trainer:
     def _read_checkpoint(self, path: Path, state: dict) -> ckpt.TrainingCheckpoint:
         found = ckpt.read_training_checkpoint(path, self.model, self.conditions, self.optimizer, self.dist.rank,
                                               state=state)
-        self.runner.check_state(state["runner"], found.extra, path / "state.json",
-                                path / f"extra-rank{self.dist.rank}.safetensors")
+        extra_file = path / f"extra-rank{self.dist.rank}.safetensors"
+        self.runner.check_state(state["runner"], found.extra, path / "state.json", extra_file)
+        problem = self.ema.check_state(found.extra) if self.ema is not None else None
+        if problem:
+            raise StageError(f"{extra_file}: {problem}; {ckpt.CHECKPOINT_FIX}")
         return found
 
     def _check_same_run(self, path: Path, state: dict) -> None:
@@ -253,7 +264,8 @@ class Trainer:
             raise StageError(self._bad_message(step, "weights became non-finite"))
         state = {"stage": self.stage, "variant": self.variant, "train_seconds": self.train_seconds,
                  "identity": self.identity, "runner": self.runner.state(), "scaler": self.scaler.state_dict()}
-        extra = {"rng": torch.get_rng_state(), **self.runner.state_tensors()}
+        extra = {"rng": torch.get_rng_state(), **self.runner.state_tensors(),
+                 **(self.ema.state_tensors() if self.ema is not None else {})}
         self.last_good = ckpt.save_training_checkpoint(
             self.ckpt_root, step, self.model, self.conditions, self.optimizer, state, extra, self.config,
             self.dist.rank, lambda: distributed.barrier(self.dist), self.train_cfg["keep_checkpoints"])
@@ -320,6 +332,8 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(self.trainable, tc["grad_clip"])
                 self.scaler.step(self.optimizer)  # skipped by the fp16 scaler where a gradient overflowed
                 self.scaler.update()
+                if self.ema is not None:
+                    self.ema.update()
                 step += 1
                 if self.throttle:
                     time.sleep(self.throttle)  # tests only: leaves time to kill the run mid-way
@@ -344,6 +358,8 @@ class Trainer:
                 signal.signal(signal.SIGTERM, previous)
         if start == total and ckpt.latest_checkpoint(self.ckpt_root) is None:
             self._save(step)
+        if self.ema is not None:  # the run's result is the average: exported, validated and digested
+            self.ema.copy_to_weights()
         digests = distributed.gather_strings(self.dist, weights_digest(self.model, self.conditions))
         if main:
             ckpt.export_weights(self.out, self.model, self.conditions, self.config,

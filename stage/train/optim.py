@@ -1,6 +1,9 @@
-"""AdamW over one stage's trainable weights, with a linear learning-rate warm-up (nanoGPT-style get_lr)."""
+"""AdamW over one stage's trainable weights; a linear learning-rate warm-up, then constant or cosine (nanoGPT-style
+get_lr)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -27,9 +30,14 @@ def build_optimizer(model, conditions, stage: int, stage_cfg: dict, train_cfg: d
 
 
 def lr_at(step: int, stage_cfg: dict) -> float:
-    """Linear warm-up from lr/warmup to lr over `warmup_steps`, then constant [paper: 10k warm-up; no decay said]."""
-    warm = stage_cfg["warmup_steps"]
-    return stage_cfg["lr"] * min(1.0, (step + 1) / warm) if warm > 0 else stage_cfg["lr"]
+    """Linear warm-up from lr/warmup to lr over `warmup_steps` [paper: 10k warm-up], then `lr_schedule`: constant
+    [paper: no decay said], or a cosine from lr down to 0 at the run's last step [ours]."""
+    lr, warm, total = stage_cfg["lr"], stage_cfg["warmup_steps"], stage_cfg["steps"]
+    if step < warm:
+        return lr * (step + 1) / warm
+    if stage_cfg["lr_schedule"] == "constant" or total <= warm:
+        return lr
+    return lr * 0.5 * (1.0 + math.cos(math.pi * (step - warm) / (total - warm)))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
