@@ -55,9 +55,20 @@ def test_the_paper_plan_matches_the_paper_model_built_on_meta(paper_plan):
         trained = 4 * sum(params[n].numel() for n in trainable_names(model, stage))
         job = plan.stages[stage]
         assert job["gradient_bytes"] == trained and job["optimizer_bytes"] == 2 * trained  # AdamW's two moments
+        assert job["ema_bytes"] == 0  # config/paper.yaml keeps the last step's weights [dev]
         assert job["peak_bytes"] >= job["weights_bytes"] + 3 * trained + job["activation_bytes"] > job["weights_bytes"]
     assert plan.stages[2]["gradient_bytes"] < plan.stages[1]["gradient_bytes"]  # stage 2 freezes the encoder
     assert 500 < plan.unet_gflops < 5000  # SD-1.x at 96x56 latents: about 1.1 TFLOP a pass
+
+
+def test_the_weight_ema_holds_one_more_copy_of_the_trained_weights():
+    cfg = config.default()
+    with_ema = memory_plan(cfg)
+    cfg["train"]["stage1"]["ema_decay"] = 0
+    without = memory_plan(cfg)
+    ema = with_ema.stages[1]["ema_bytes"]
+    assert ema == with_ema.stages[1]["gradient_bytes"] > 0 and without.stages[1]["ema_bytes"] == 0
+    assert with_ema.stages[1]["peak_bytes"] - without.stages[1]["peak_bytes"] == ema
 
 
 def test_activations_grow_with_the_batch_and_the_weights_do_not():

@@ -35,10 +35,10 @@ def rows(plan) -> list[tuple[str, str]]:
         ("GFLOPs of one UNet pass", f"{plan.unet_gflops:.2f}"),
     ]
     for stage, job in plan.stages.items():
-        out.append((f"train stage {stage} (batch {job['batch_size']}): weights + grads + AdamW + activations "
+        out.append((f"train stage {stage} (batch {job['batch_size']}): weights + grads + AdamW + EMA + activations "
                     "+ buffer = peak",
                     " + ".join(_gib(job[k]) for k in ("weights_bytes", "gradient_bytes", "optimizer_bytes",
-                                                      "activation_bytes", "buffer_bytes"))
+                                                      "ema_bytes", "activation_bytes", "buffer_bytes"))
                     + f" = {_gib(job['peak_bytes'])}"))
     out.append((f"rollout ({r['streams']} streams): weights + buffers + max(denoise, decode) + frames = peak",
                 f"{_gib(r['weights_bytes'])} + {_gib(r['buffers_bytes'])} + max({_gib(r['activation_bytes'])}, "

@@ -5,7 +5,8 @@
 
 Exact parts (counted from the built modules): one frame's skip features (the shapes the UNet's encoder
 gives, in the rollout's compute dtype), the per-step buffers (buffer_size x steps x that, per stream),
-the weights, and per training stage the trainable weights' gradients and AdamW's two moments (fp32).
+the weights, and per training stage the trainable weights' gradients, AdamW's two moments and, with
+train.stage<k>.ema_decay, their moving average (fp32).
 Estimated parts (one pass on meta tensors, so only shapes and lifetimes are known):
 - training activations: the bytes autograd saves for backward in one forward of a batch (each storage
   once), the compute dtype of train.precision;
@@ -270,10 +271,11 @@ def _training_job(config, model, plan: MemoryPlan, stage: int, dtype) -> dict:
         sampling = cfg["sampling_steps"] or config["diffusion"]["num_steps"]
         passes += cfg["steps"] * batch * (window + lead_in) * sampling
         collect = buffers * sampling
+    ema = trained if cfg["ema_decay"] > 0 else 0
     return {"batch_size": batch, "weights_bytes": held, "gradient_bytes": trained,
-            "optimizer_bytes": ADAM_MOMENTS * trained, "activation_bytes": activations, "buffer_bytes": buffers,
-            "collect_buffer_bytes": collect,
-            "peak_bytes": held + trained * (1 + ADAM_MOMENTS) + max(activations + buffers, collect),
+            "optimizer_bytes": ADAM_MOMENTS * trained, "ema_bytes": ema, "activation_bytes": activations,
+            "buffer_bytes": buffers, "collect_buffer_bytes": collect,
+            "peak_bytes": held + trained * (1 + ADAM_MOMENTS) + ema + max(activations + buffers, collect),
             "unet_passes": passes}
 
 
