@@ -1,6 +1,6 @@
 """Load and validate pipeline configs against the one schema, filling its defaults.
 
-The schema (workflow/schemas/config.schema.yaml) is the single source of truth for config keys and
+The schema (stage/schemas/config.schema.yaml) is the single source of truth for config keys and
 defaults; Snakemake validates against the same file. Code receives plain dicts, one per section.
 """
 
@@ -18,15 +18,11 @@ import yaml
 from stage.errors import StageError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"  # package data: an installed wheel carries them
+SCHEMA_PATH = SCHEMA_DIR / "config.schema.yaml"
 
 
 def load_schema() -> dict:
-    if not SCHEMA_PATH.is_file():
-        raise StageError(
-            f"config schema not found at {SCHEMA_PATH}: the stage package runs from a checkout of the "
-            "repository (pip install -e .), which holds workflow/schemas/"
-        )
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 

@@ -65,3 +65,24 @@ def test_xdist_group_keeps_grouped_tests_on_one_worker(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:]
     workers = set(re.findall(r"^WORKER (gw\d+)$", proc.stdout, re.M))
     assert len(workers) == 1, f"grouped tests ran on {sorted(workers)}:\n{proc.stdout[-3000:]}"
+
+
+def test_an_installed_wheel_reads_its_config_schemas_without_the_repository(tmp_path):
+    """The schemas are package data: a wheel's `stage`, away from the checkout, validates a config."""
+    import zipfile
+
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path / "dist"), str(REPO)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("stage-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        assert {"stage/schemas/config.schema.yaml", "stage/schemas/metrics.schema.yaml"} <= names
+        z.extractall(tmp_path / "site")
+    probe = ("import stage, stage.config as c, stage.evaluate.outputs as o; "
+             "print(stage.__file__); print(c.default()['diffusion']['target']); print(sorted(o.schema()))")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "site")})
+    assert run.returncode == 0, run.stderr[-2000:]
+    where, target, keys = run.stdout.splitlines()[:3]
+    assert where.startswith(str(tmp_path / "site")) and target in ("frame", "residual") and "properties" in keys

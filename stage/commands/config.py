@@ -11,7 +11,7 @@ NAME = "config"
 HELP = "Print the effective configuration (config files merged, defaults filled, validated)"
 DEFAULTS_HEADER = """\
 # The embedded default: a synthetic world in the nuScenes format, small models, CPU.
-# Written by `stage config --write-defaults config/config.yaml` from workflow/schemas/config.schema.yaml,
+# Written by `stage config --write-defaults config/config.yaml` from stage/schemas/config.schema.yaml,
 # which documents every key; a test checks that the two agree. For other settings write an overlay and
 # pass it with --configfile (Snakemake) or a second --config (stage); for real nuScenes and the paper's
 # models: config/paper.yaml.

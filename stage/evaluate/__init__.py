@@ -17,6 +17,6 @@ bootstrap intervals over streams and verdicts on the configured claims (docs/met
     one_step.py    teacher-forced one-step runs next to persistence and the ceiling
     real_cache.py  the ground truth's features, kept between runs
     protocol.py    score names and protocol hashes
-    outputs.py     CSV tables and metrics.json (checked against workflow/schemas/metrics.schema.yaml)
+    outputs.py     CSV tables and metrics.json (checked against stage/schemas/metrics.schema.yaml)
     evaluate.py    the orchestration: evaluate(...)
 """

@@ -3,7 +3,7 @@
     evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg["evaluate"], reconstructions_dir=None,
              progress=True, metrics_path=None, one_step_dir=None) -> the metrics.json dict
 
-writes (docs/metrics-schema.md; workflow/schemas/metrics.schema.yaml is checked before anything is written)
+writes (docs/metrics-schema.md; stage/schemas/metrics.schema.yaml is checked before anything is written)
     metrics_path (default <out>/metrics.json)
     <out>/segments.csv      per row, segment and metric: mean over streams and bootstrap interval
     <out>/streams.csv       per row, stream, segment and per-stream metric: the value

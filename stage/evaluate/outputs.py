@@ -17,9 +17,9 @@ import numpy as np
 import yaml
 
 from stage.atomic import write_text
-from stage.config import REPO_ROOT
+from stage.config import SCHEMA_DIR
 
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "metrics.schema.yaml"
+SCHEMA_PATH = SCHEMA_DIR / "metrics.schema.yaml"
 SEGMENT_COLUMNS = ("variant", "segment_start", "segment_end", "metric", "mean", "ci_low", "ci_high", "n_streams",
                    "name", "protocol_hash")
 STREAM_COLUMNS = ("variant", "scene", "seed", "segment_start", "segment_end", "metric", "value")
