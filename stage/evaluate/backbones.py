@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stage.digest import sha256_of
 from stage.errors import StageError
 
 PROXY2D = "proxy2d-v1"
@@ -90,11 +91,7 @@ def weights_sha256(module: nn.Module) -> str:
 
 
 def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_of([path], length=None)
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int], rule: str) -> torch.Tensor:

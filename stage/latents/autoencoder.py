@@ -43,6 +43,7 @@ from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
 from stage.atomic import replace_dir
+from stage.digest import sha256_of
 from stage.errors import StageError
 from stage.readback import field, load_safetensors, read_json, safetensors_header
 
@@ -104,13 +105,7 @@ def _has_group_norms(model: nn.Module) -> bool:
 
 
 def _hash_files(paths: list[Path], extra: str = "") -> str:
-    h = hashlib.sha256(extra.encode())
-    for p in sorted(paths):
-        h.update(p.name.encode())
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
+    return sha256_of(sorted(paths), named=True, prefix=extra)
 
 
 def _weight_files(directory: Path) -> list[Path]:

@@ -24,7 +24,6 @@ default config (2.3 MB), 16 ms for a 624-frame one, against the seconds a traini
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from tqdm import tqdm
 from stage.atomic import write_text
 from stage.config import section_hash
 from stage.data.scene_format import ExtractedScene, open_split
-from stage.digest import file_digest
+from stage.digest import file_digest, sha256_of
 from stage.errors import StageError
 from stage.latents.autoencoder import Codec
 from stage.latents.box_tokens import BOX_FEATURES, box_features
@@ -53,13 +52,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 def scene_hash(scene: ExtractedScene) -> str:
     """Content hash of what the cache is made from: frames, HD map, boxes and meta of one scene."""
-    h = hashlib.sha256()
-    for name in ("meta.json", "frames.npy", "hdmap.npy", "boxes.parquet"):
-        h.update(name.encode())
-        with open(scene.path / name, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
+    return sha256_of([scene.path / n for n in ("meta.json", "frames.npy", "hdmap.npy", "boxes.parquet")], named=True)
 
 
 def conditions_key(cond_cfg: dict) -> dict:
