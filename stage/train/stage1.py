@@ -8,31 +8,7 @@ from __future__ import annotations
 
 from stage.latents.datasets import PairDataset
 from stage.train.data import indices_for_step, pair_batch
-
-
-class StageRunner:
-    """Defaults for what a stage adds to the loop: no state beyond the step, no extra logs."""
-
-    def __init__(self, trainer):
-        self.t = trainer
-
-    def state(self) -> dict:
-        return {}
-
-    def state_tensors(self) -> dict:
-        return {}
-
-    def check_state(self, state: dict, tensors: dict, state_file, tensors_file) -> None:
-        """StageError naming the file when a checkpoint's runner state cannot be loaded (before anything is)."""
-
-    def load_state(self, state: dict, tensors: dict) -> None:
-        pass
-
-    def truncate_logs(self, step: int) -> None:
-        pass
-
-    def metrics(self) -> dict:
-        return {}
+from stage.train.runner import StageRunner
 
 
 class Stage1(StageRunner):

@@ -20,7 +20,7 @@ from stage.model.diffusion import sample_sigmas
 from stage.model.denoiser import inference_conditions
 from stage.model.streaming_buffer import ReadOnlyBuffer, StreamingBuffer
 from stage.train.data import frame_conditions, frame_of, indices_for_step, window_batch
-from stage.train.stage1 import StageRunner
+from stage.train.runner import StageRunner
 
 
 def lead_in_frames(trainer) -> int:
