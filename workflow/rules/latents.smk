@@ -29,12 +29,12 @@ rule train_autoencoder:
 rule encode:
     input:
         data=f"{R}/extracted/{{split}}",
-        autoencoder=[] if PRETRAINED_AE else [f"{R}/autoencoder"],
+        autoencoder=AE_INPUT,
     output:
         directory(f"{R}/latents/{{split}}"),
     params:
         cmd=stage_cmd("encode"),
-        ae_arg=lambda w, input: f"--autoencoder {input.autoencoder[0]}" if input.autoencoder else "",
+        ae_arg=ae_arg,
         autoencoder=config["autoencoder"],
         conditions=config["conditions"],
         cache=config["cache"],

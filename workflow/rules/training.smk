@@ -9,22 +9,41 @@
 VAL_CACHE = f"{R}/latents/{DATA['long_split']}"  # held-out scenes: the validation loss of every run
 
 
+def train_outputs(stage, variant=None):
+    """A run's weights, and the loss log, validation log and metrics copied out of its directory."""
+    name = f"stage{stage}" if variant is None else f"{variant}_stage{stage}"
+    return dict(model=run_files(stage, variant), loss=f"{R}/plots/loss_{name}.csv",
+                validation=f"{R}/plots/validation_{name}.csv", metrics=f"{R}/metrics/train_{name}_metrics.json")
+
+
+def train_shell(stage, variant_args=""):
+    return (
+        "{params.cmd} --stage " + str(stage) + " " + variant_args + "--cache {input.cache} "
+        "--val-cache {input.val_cache} --out {params.run} --resume --metrics {output.metrics} --log {log} "
+        "--threads {threads} && cp {params.run}/loss.csv {output.loss} "
+        "&& cp {params.run}/validation.csv {output.validation}"
+    )
+
+
+TRAIN_PARAMS = dict(
+    cmd=distributed_cmd("train"),
+    run=lambda w, output: os.path.dirname(output.model[0]),
+    train=config["train"],
+    model=config["model"],
+    diffusion=config["diffusion"],
+    conditions=config["conditions"],
+)
+LATER_STAGE = "--variant {wildcards.variant} --init {params.init} "  # stages 2 and 3: a variant, from the last stage
+
+
 rule train_stage1:
     input:
         cache=TRAIN_CACHE,
         val_cache=VAL_CACHE,
     output:
-        model=run_files(1),
-        loss=f"{R}/plots/loss_stage1.csv",
-        validation=f"{R}/plots/validation_stage1.csv",
-        metrics=f"{R}/metrics/train_stage1_metrics.json",
+        **train_outputs(1),
     params:
-        cmd=distributed_cmd("train"),
-        run=lambda w, output: os.path.dirname(output.model[0]),
-        train=config["train"],
-        model=config["model"],
-        diffusion=config["diffusion"],
-        conditions=config["conditions"],
+        **TRAIN_PARAMS,
     log:
         logged("train_stage1")["log"],
     benchmark:
@@ -36,9 +55,7 @@ rule train_stage1:
         **sized("train_stage1", mem_mb=8000, runtime=240),
         gpu=config["train"]["gpus"],
     shell:
-        "{params.cmd} --stage 1 --cache {input.cache} --val-cache {input.val_cache} --out {params.run} --resume "
-        "--metrics {output.metrics} --log {log} --threads {threads} && cp {params.run}/loss.csv {output.loss} "
-        "&& cp {params.run}/validation.csv {output.validation}"
+        train_shell(1)
 
 
 rule train_stage2:
@@ -47,18 +64,10 @@ rule train_stage2:
         val_cache=VAL_CACHE,
         init=run_files(1),
     output:
-        model=run_files(2, "{variant}"),
-        loss=f"{R}/plots/loss_{{variant}}_stage2.csv",
-        validation=f"{R}/plots/validation_{{variant}}_stage2.csv",
-        metrics=f"{R}/metrics/train_{{variant}}_stage2_metrics.json",
+        **train_outputs(2, "{variant}"),
     params:
-        cmd=distributed_cmd("train"),
+        **TRAIN_PARAMS,
         init=lambda w, input: os.path.dirname(input.init[0]),
-        run=lambda w, output: os.path.dirname(output.model[0]),
-        train=config["train"],
-        model=config["model"],
-        diffusion=config["diffusion"],
-        conditions=config["conditions"],
     wildcard_constraints:
         variant="|".join(TRAINED),
     log:
@@ -72,10 +81,7 @@ rule train_stage2:
         **sized("train_stage2", mem_mb=8000, runtime=240),
         gpu=config["train"]["gpus"],
     shell:
-        "{params.cmd} --stage 2 --variant {wildcards.variant} --cache {input.cache} --val-cache {input.val_cache} "
-        "--init {params.init} "
-        "--out {params.run} --resume --metrics {output.metrics} --log {log} --threads {threads} "
-        "&& cp {params.run}/loss.csv {output.loss} && cp {params.run}/validation.csv {output.validation}"
+        train_shell(2, LATER_STAGE)
 
 
 rule train_stage3:
@@ -84,18 +90,10 @@ rule train_stage3:
         val_cache=VAL_CACHE,
         init=run_files(2, "{variant}"),
     output:
-        model=run_files(3, "{variant}"),
-        loss=f"{R}/plots/loss_{{variant}}_stage3.csv",
-        validation=f"{R}/plots/validation_{{variant}}_stage3.csv",
-        metrics=f"{R}/metrics/train_{{variant}}_stage3_metrics.json",
+        **train_outputs(3, "{variant}"),
     params:
-        cmd=distributed_cmd("train"),
+        **TRAIN_PARAMS,
         init=lambda w, input: os.path.dirname(input.init[0]),
-        run=lambda w, output: os.path.dirname(output.model[0]),
-        train=config["train"],
-        model=config["model"],
-        diffusion=config["diffusion"],
-        conditions=config["conditions"],
     wildcard_constraints:
         variant="|".join(TRAINED),
     log:
@@ -109,7 +107,4 @@ rule train_stage3:
         **sized("train_stage3", mem_mb=8000, runtime=240),
         gpu=config["train"]["gpus"],
     shell:
-        "{params.cmd} --stage 3 --variant {wildcards.variant} --cache {input.cache} --val-cache {input.val_cache} "
-        "--init {params.init} "
-        "--out {params.run} --resume --metrics {output.metrics} --log {log} --threads {threads} "
-        "&& cp {params.run}/loss.csv {output.loss} && cp {params.run}/validation.csv {output.validation}"
+        train_shell(3, LATER_STAGE)
