@@ -71,8 +71,14 @@ def test_an_installed_wheel_reads_its_config_schemas_without_the_repository(tmp_
     """The schemas are package data: a wheel's `stage`, away from the checkout, validates a config."""
     import zipfile
 
+    import shutil
+
+    src = tmp_path / "src"  # a copy, so that the build's scratch folders stay out of the checkout
+    shutil.copytree(REPO / "stage", src / "stage", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path / "dist"), str(REPO)], capture_output=True, text=True)
+                            "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("stage-*.whl"))
     with zipfile.ZipFile(wheel) as z:

@@ -1,6 +1,6 @@
 """Metric names that state backend and protocol, and the protocol hash.
 
-Every reported score carries (docs: evaluation-protocol.md)
+Every reported score carries (docs/evaluation-protocol.md)
 
 - a name such as `KID-proxy[proxy2d-v1, 64x112 crop, 1 f, frames 1-39, 12 streams]`,
   `FVD-proxy[proxy3d-v1, 64x112 crop, 16 f, frames 480-599, pooled over 12 streams, N=156]` or

@@ -5,35 +5,9 @@ weights. Training runs on random crops (the model is fully convolutional) for `s
 `max_seconds`, whichever comes first; the learning rate follows a cosine over that progress. The latent
 scale is 1 / std of the posterior means of training frames, and is stored with the weights.
 
-Defaults (issue 3): 4000 steps (fixed, no wall-clock cap) of 8 crops of 64x64 at peak lr 1e-3, with the
-norm-free AE of stage/latents/autoencoder.py (norm: none, zero_init_residual). Held-out PSNR on the
-default world, frames / HD-map images, 1500-step trials (1 thread per run, two runs side by side, ~300 s
-each):
-    GroupNorms, 2 crops of 128x128, lr 2e-3 (the former default)   22.9 / 21.9 dB  (4000 steps: 25.1 / 24.8)
-    norm-free, zero-initialised residuals, 2 crops of 128x128        25.4 / 23.4 dB
-    the same with 8 crops of 64x64 (the default)                     26.1 / 24.8 dB
-    ... with 32 crops of 32x32                                       25.4 / 23.1 dB
-    ... with 8 latent channels                                       26.3 / 25.0 dB  (kept 4, SD's interface)
-Without GroupNorms a step also takes about 10% less time. What GroupNorm cost was colour (autoencoder.py).
-Also tried, without gain: GroupNorm with 1 group, zero-initialised residuals with GroupNorms (+0.3 dB at
-1000 steps), 16 latent channels, an L1 loss on 8x8 block means or on chroma, decoding the posterior mean
-instead of a sample, edge_weight 1.5, lr 5e-3 with GroupNorms (worse), and no norm without
-zero-initialised residuals (13 dB after 1000 steps). A norm-free run at lr 2e-3 stalled (no result at
-step 500 after 4 min, where lr 1e-3 takes 100 s) and was stopped; a loss that turns non-finite ends
-training with an error that says to lower the learning rate. With GroupNorms, crops must be of full
-frame height: a 64x64 crop of sky or wall could not pin down its absolute colour. An EMA of the weights
-(decay 0.999) scored below the raw weights all along (27.4 / 27.0 against 28.4 / 28.6 dB after 4000
-steps, 48 frames, 1 thread; decay 0.9995 was worse still), so there is none.
-Number of steps, in `stage train-autoencoder` on 2 threads (48 held-out frames, no channel_shuffle):
-1500 gave 26.2 / 24.7 dB, 3000 gave 27.8 / 27.6, 3500 gave 28.1 / 27.9 and 4000, the default, 28.5 / 28.7
-dB, the first to pass issue 3's 28 dB on both. A step takes 100-135 ms there, depending on the
-machine's day (7-9 min in all).
-Colours the nine training scenes rarely show came back wrong: the held-out scene's green building
-(green in 0.9% of one training scene's pixels) decoded beige, its green channel off by 38 levels on
-average. channel_shuffle 0.5 (half the frame crops get their RGB channels in random order; HD-map crops
-never, their colours name classes) brought that to 21 (31 to 10 on its first 60 frames), at 28.6 / 28.6
-dB instead of 28.5 / 28.7 (4000 steps, 2 threads). In a 1-thread trial that also shuffled HD-map crops,
-HD-map PSNR fell to 27.9. What is left is blur.
+Defaults: 4000 steps of 8 crops of 64x64 at peak lr 1e-3, the norm-free AE of stage/latents/autoencoder.py
+(norm: none, zero_init_residual) and channel_shuffle 0.5, which gave 28.6 / 28.6 dB held-out PSNR on frames /
+HD-map images; the settings tried and what each gave are in docs/autoencoder.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Published nuScenes front-camera numbers from other driving world models, for context only.
 
-From ../shared/docs/evaluation-protocol.md: two independent collations agree on these, tracing back to
+From docs/evaluation-protocol.md: two independent collations agree on these, tracing back to
 Vista's comparison table. Protocols differ (8, 16 or 25 frames per clip; 150 to 5 369 clips), so they
 are printed as published context, never as a like-for-like ranking with our numbers.
 """
