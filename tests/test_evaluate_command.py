@@ -225,6 +225,21 @@ def test_second_run_reuses_the_real_features(data, run, tmp_path, capsys):
     assert again["one_step"] == {} and any("one_step empty" in n for n in again["notes"])
 
 
+def test_parallel_scoring_gives_the_one_thread_numbers(data, run, tmp_path):
+    """Two torch threads score videos on two workers; every number must equal the one-thread run's."""
+    m, _ = run
+    cfg = config_mod.validate({"evaluate": SMALL})["evaluate"]
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = evaluate(data / "rollouts", data / "gt", tmp_path / "out", cfg, reconstructions_dir=data / "recon",
+                       one_step_dir=data / "one_step", progress=False)
+    finally:
+        torch.set_num_threads(n)
+    for key in ("variants", "one_step", "claims", "collapse", "real_statistics"):
+        assert two[key] == m[key], key
+
+
 def test_max_frames_and_scenes_select_what_is_scored(data, tmp_path):
     cfg = config_mod.validate({"evaluate": {**SMALL, "max_frames": 40, "scenes": ["scene-0001"],
                                             "claims": []}})["evaluate"]

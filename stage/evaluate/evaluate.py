@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,7 @@ def _device_name(device: str) -> str:
 def _one_thread():
     """The table's arithmetic is many small products (40-frame KID kernels, 32-d covariances): on a shared
     2-core box two torch threads make them 10-100x slower (the threads' synchronisation costs more than the
-    op), while the detectors and SSIM, large products, keep the configured threads."""
+    op); the configured threads are spent as parallel videos instead (`_score_videos`)."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -188,6 +189,29 @@ class _Names:
         return name, h
 
 
+def _score_videos(videos: dict, score, progress: bool) -> dict:
+    """{key: score(*args)} for `videos` = {key: args}, scored by as many worker threads as torch has threads,
+    each with one torch thread: every video's arithmetic is that of a one-thread run, whatever the workers,
+    and the detectors' and SSIM's large products release the GIL, so two workers use two cores."""
+    workers = max(1, min(torch.get_num_threads(), len(videos)))
+    bar = tqdm(total=len(videos), desc="videos", disable=not progress)
+
+    def one(key):
+        result = score(*videos[key])
+        bar.update()
+        return key, result
+
+    try:
+        if workers == 1:
+            with _one_thread():
+                return dict(map(one, videos))
+        # torch's thread count is per OS thread (OpenMP): each worker sets its own
+        with ThreadPoolExecutor(workers, initializer=lambda: torch.set_num_threads(1)) as pool:
+            return dict(pool.map(one, videos))
+    finally:
+        bar.close()
+
+
 def _real_side(out_dir: Path, inp: _Inputs, fid: Backbone, fvd: Backbone, starts: dict, progress: bool):
     """SceneReal per scene, features from the cache in real_stats/ when it fits."""
     digest = file_digest(*(inp.gt_paths[s] for s in inp.scenes))
@@ -264,29 +288,21 @@ def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions
 
     t = time.perf_counter()
     reals, real_stats = _real_side(out_dir, inp, fid, fvd, gt_starts, progress)
-    generated: dict[str, dict] = {}
-    bar = tqdm(total=len(inp.rollouts) * len(streams) + len(inp.one_streams) * len(inp.one or {}),
-               desc="streams", disable=not progress)
-    for variant in sorted(inp.rollouts):
-        generated[variant] = {}
-        for st in streams:
-            video = inp.rollouts[variant][st]
-            generated[variant][st] = scores.score_video(video.frames, inp.gt[st[0]], first, ends[st], stream_starts[st],
-                                                        fid, fvd, device)
-            bar.update()
-    one_videos = {}
-    for variant in sorted(inp.one or {}):
-        one_videos[variant] = {}
-        for st in inp.one_streams:
-            video = inp.one[variant][st]
-            one_videos[variant][st] = scores.score_video(video.frames, inp.gt[st[0]], first, inp.one_ends[st], [],
-                                                         fid, fvd, device)
-            bar.update()
-    bar.close()
+    videos = {**{("generated", v, st): (inp.rollouts[v][st].frames, st[0], ends[st], stream_starts[st])
+                 for v in sorted(inp.rollouts) for st in streams},
+              **{("one_step", v, st): (inp.one[v][st].frames, st[0], inp.one_ends[st], [])
+                 for v in sorted(inp.one or {}) for st in inp.one_streams},
+              **{("ceiling", "ceiling", s): (inp.recon[s].frames, s, inp.scene_end[s], scene_starts[s])
+                 for s in (inp.scenes if inp.recon is not None else [])}}
+    scored = _score_videos(videos, lambda frames, scene, end, starts: scores.score_video(
+        frames, inp.gt[scene], first, end, starts, fid, fvd, device), progress)
+    generated: dict[str, dict] = {v: {} for v in sorted(inp.rollouts)}
+    one_videos: dict[str, dict] = {v: {} for v in sorted(inp.one or {})}
     refs: dict[str, dict] = {"still_photograph": {}, "persistence": {}}
     if inp.recon is not None:
-        refs["ceiling"] = {s: scores.score_video(inp.recon[s].frames, inp.gt[s], first, inp.scene_end[s],
-                                                 scene_starts[s], fid, fvd, device) for s in inp.scenes}
+        refs["ceiling"] = {}
+    for (kind, name, key), result in scored.items():
+        {"generated": generated, "one_step": one_videos, "ceiling": refs}[kind][name][key] = result
     for s in inp.scenes:
         refs["still_photograph"][s] = baselines.still_photograph(reals[s], first, fvd, device)
         refs["persistence"][s] = baselines.persistence(reals[s], first, fvd, device)
