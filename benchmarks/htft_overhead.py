@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from stage import config  # noqa: E402
+from stage.formats.trained_run import read_metadata, read_tensors  # noqa: E402
 from stage.model import FrameConditions, build_model, new_buffers, sample_frame, save_checkpoint  # noqa: E402
-from stage.model.checkpoint import read_metadata  # noqa: E402
 
 WARMUP = 10
 LATENT = (1, 4, 16, 28)
@@ -48,13 +48,11 @@ def peak_rss_mib() -> float:
 
 def load_variant(checkpoint: str, htft: bool):
     """The checkpoint's model with HTFT on, or the same weights without the fusion modules."""
-    from safetensors.torch import load_file
-
     meta = read_metadata(checkpoint)
     cfg = config.validate({"model": meta["model"], "diffusion": meta["diffusion"]})  # other sections: defaults
     cfg["model"]["htft"]["enabled"] = htft
     model = build_model(cfg).eval()
-    missing, unexpected = model.load_state_dict(load_file(checkpoint), strict=False)
+    missing, unexpected = model.load_state_dict(read_tensors(checkpoint), strict=False)
     assert not missing and all(k.startswith("unet.htft.") for k in unexpected)
     return model, cfg
 

@@ -23,12 +23,13 @@ import torch
 from torch.utils.data import default_collate
 
 from stage import config
-from stage.data.scene_format import open_split, write_index
+from stage.formats.latent_cache import LatentCache
+from stage.formats.scene import open_split, write_index
 from stage.latents.autoencoder import build_embedded, load_codec, save_embedded
 from stage.latents.box_tokens import box_features
-from stage.latents.cache import LatentCache, encode_split
+from stage.latents.cache import encode_split
 from stage.latents.datasets import PairDataset
-from stage.latents.toy import fabricate_split
+from stage.testing.scenes import fabricate_split
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -44,7 +44,7 @@ N_SCENES, SEEDS = 4, [0, 1, 2]
 
 def split_of(src: Path, dst: Path, n: int) -> Path:
     """A split folder holding the first `n` scenes of `src` (linked, not copied)."""
-    from stage.data.scene_format import open_split, write_index
+    from stage.formats.scene import open_split, write_index
 
     scenes = open_split(src)[:n]
     dst.mkdir(parents=True, exist_ok=True)
@@ -63,7 +63,7 @@ def bench_config() -> dict:
 
 
 def make_inputs(work: Path) -> tuple[dict, str]:
-    from stage.rollout.toy import make_rollout_inputs
+    from stage.testing.cache import make_rollout_inputs
 
     cfg = bench_config()
     data, world = ROOT / "results" / "extracted" / "long", ROOT / "results" / "world"
@@ -83,10 +83,10 @@ def child(spec: dict) -> dict:
     from stage.rollout.batch import keep_freed_memory
 
     keep_freed_memory()  # as `stage rollout` does, for both runs
-    from stage.data.scene_format import open_split
+    from stage.formats.latent_cache import LatentCache
+    from stage.formats.scene import open_split
     from stage.latents.autoencoder import load_codec
-    from stage.latents.cache import LatentCache
-    from stage.rollout import rollout
+    from stage.rollout import Generator, Job, rollout
     from stage.rollout.loading import load_for_rollout
 
     cfg, paths = bench_config(), {k: Path(v) for k, v in spec["paths"].items()}
@@ -94,9 +94,9 @@ def child(spec: dict) -> dict:
     model, conditions, info = load_for_rollout(paths["checkpoint"], cfg)
     scenes = [s.name for s in open_split(paths["data"])][:spec["scenes"]]
     cpu_marks: list[float] = []  # process CPU seconds after each frame (all threads)
-    result = rollout(model, conditions, codec, LatentCache(paths["cache"]), scenes, Path(spec["out"]), cfg,
-                     variant="bench", seeds=spec["seeds"], data_dir=paths["data"], dataroot=paths["dataroot"],
-                     n_frames=spec["frames"], checkpoint_info=info, progress=False,
+    job = Job("bench", scenes, Path(spec["out"]), LatentCache(paths["cache"]), seeds=spec["seeds"],
+              n_frames=spec["frames"], data_dir=paths["data"], dataroot=paths["dataroot"])
+    result = rollout(Generator(model, conditions, codec, info), job, cfg, progress=False,
                      on_frame=lambda t: cpu_marks.append(time.process_time()))
     first = next(iter(result["streams"].values()))
     return {**first["timings"], "gt_frames": first["meta"]["gt_frames"], "streams": len(result["streams"]),

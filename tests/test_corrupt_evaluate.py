@@ -11,8 +11,8 @@ import yaml
 
 from conftest import empty_scene_tables
 from corruption import WAYS, assert_refused, corrupt, run_cli
-from stage.data.scene_format import write_index, write_scene
-from stage.rollout.outputs import write_latents
+from stage.formats.rollout_folder import write_latents
+from stage.formats.scene import write_index, write_scene
 
 T, H, W = 41, 32, 48
 SMALL = {"eval_size": [16, 24], "segment_length": 20, "fvd_clip_frames": 8, "fvd_clip_stride": 4,

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from stage.errors import StageError
-from stage.latents.cache import MANIFEST, LatentCache, shard_record
+from stage.formats.latent_cache import MANIFEST, LatentCache, shard_record
 from tests.corruption import WAYS, assert_refused, corrupt, run_cli, tree_digest
 
 AE_FILES = {"autoencoder weights": "diffusion_pytorch_model.safetensors",

@@ -14,15 +14,15 @@ from safetensors.torch import load_file, save_file
 from corruption import WAYS, corrupt, run_cli
 from stage import cli
 from stage import config as config_mod
-from stage.latents.autoencoder import build_embedded, load_codec, save_embedded
-from stage.latents.cache import LatentCache, encode_split
-from stage.rollout import rollout
+from stage.formats.latent_cache import LatentCache
+from stage.formats.rollout_folder import stream_dir
+from stage.latents.autoencoder import load_codec
+from stage.rollout import Generator, Job, rollout
 from stage.rollout.loading import load_for_rollout
 from stage.rollout.state import states
 from stage.rollout.streaming import work_dir
-from stage.rollout.streams import stream_dir
-from stage.rollout.toy import random_weights
-from stage.train.checkpointing import export_weights
+from stage.testing.cache import encode_with_random_autoencoder
+from stage.testing.models import write_random_checkpoint
 
 N_FRAMES = 6
 EVERY = 2  # states after frames 2 and 4
@@ -65,9 +65,9 @@ def interrupted(inputs, root, after: int, **over) -> None:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        rollout(model, conditions, codec, LatentCache(paths["cache"]), [paths["scene"]], root, cfg, variant="full",
-                seeds=SEEDS, data_dir=paths["data"], dataroot=paths["dataroot"], n_frames=N_FRAMES,
-                checkpoint_info=info, progress=False, on_frame=stop)
+        job = Job("full", [paths["scene"]], root, LatentCache(paths["cache"]), seeds=SEEDS, n_frames=N_FRAMES,
+                  data_dir=paths["data"], dataroot=paths["dataroot"])
+        rollout(Generator(model, conditions, codec, info), job, cfg, progress=False, on_frame=stop)
 
 
 def rollout_argv(inputs, root, resume=True, seeds=SEEDS, **over) -> list[str]:
@@ -221,12 +221,8 @@ def changed(inputs, tmp_path_factory):
     """{what changed: the path overrides of a second, compatible set of inputs}."""
     cfg, paths, _ = inputs
     root = tmp_path_factory.mktemp("changed")
-    model, conditions = random_weights(cfg, seed=1)
-    export_weights(root / "checkpoint", model, conditions, cfg, {"train_stage": 0, "train_variant": "random"})
-    torch.manual_seed(1)
-    save_embedded(build_embedded(cfg["autoencoder"]), 1.0, root / "autoencoder")
-    encode_split(paths["data"], root / "cache", load_codec(cfg["autoencoder"], root / "autoencoder"),
-                 cfg["conditions"], cfg["cache"], progress=False)
+    write_random_checkpoint(root / "checkpoint", cfg, seed=1)
+    encode_with_random_autoencoder(paths["data"], root, cfg, seed=1)  # root/autoencoder, root/cache
     return {"checkpoint": {"checkpoint": root / "checkpoint"},
             "autoencoder": {"autoencoder": root / "autoencoder", "cache": root / "cache"}}
 

@@ -12,16 +12,15 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from corruption import WAYS, assert_refused, corrupt, run_cli
-from stage import config
 from stage.errors import StageError
-from stage.model import load_checkpoint
+from stage.model import load_checkpoint, load_trained
+from stage.testing.cache import make_toy_cache
+from stage.testing.config import TINY, tiny_config
 from stage.train import checkpointing as ckpt
-from stage.train.checkpointing import load_trained
 from stage.train.loop import Trainer
-from stage.train.toy import TINY_CONFIG, make_toy_cache
 
-CFG = config.validate(TINY_CONFIG)
-STEPS = TINY_CONFIG["train"]["stage1"]["steps"]  # 6, checkpoints every 2, the last 2 kept: step 4 and step 6
+CFG = tiny_config()
+STEPS = CFG["train"]["stage1"]["steps"]  # 6, checkpoints every 2, the last 2 kept: step 4 and step 6
 NEWEST, OLDER = f"step-{STEPS:07d}", f"step-{STEPS - 2:07d}"
 SAFETENSORS = ("model.safetensors", "conditions.safetensors", "optimizer.safetensors", "extra-rank0.safetensors")
 
@@ -32,7 +31,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("corrupt-training")
     cache = make_toy_cache(root)
     cfg_file = root / "config.yaml"
-    cfg_file.write_text(json.dumps(TINY_CONFIG))
+    cfg_file.write_text(json.dumps(TINY))
     s1 = root / "s1"
     assert Trainer(CFG, 1, None, cache, s1, progress=False).run() == 0
     return {"root": root, "cache": cache, "config": cfg_file, "s1": s1}

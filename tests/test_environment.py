@@ -84,8 +84,9 @@ def test_an_installed_wheel_reads_its_config_schemas_without_the_repository(tmp_
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         assert {"stage/schemas/config.schema.yaml", "stage/schemas/metrics.schema.yaml"} <= names
+        assert "stage/testing/config.py" in names  # test support ships too: tests run against an installed stage
         z.extractall(tmp_path / "site")
-    probe = ("import stage, stage.config as c, stage.evaluate.outputs as o; "
+    probe = ("import stage, stage.config as c, stage.formats.metrics as o; "
              "print(stage.__file__); print(c.default()['diffusion']['target']); print(sorted(o.schema()))")
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "site")})

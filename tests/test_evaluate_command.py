@@ -13,10 +13,10 @@ import yaml
 from conftest import empty_scene_tables
 from stage import cli
 from stage import config as config_mod
-from stage.data.scene_format import write_index, write_scene
 from stage.evaluate.backbones import file_sha256
 from stage.evaluate.evaluate import evaluate
-from stage.evaluate.outputs import DIFFERENCE_COLUMNS, SCHEMA_PATH, SEGMENT_COLUMNS, STREAM_COLUMNS
+from stage.formats.metrics import DIFFERENCE_COLUMNS, SCHEMA_PATH, SEGMENT_COLUMNS, STREAM_COLUMNS
+from stage.formats.scene import write_index, write_scene
 
 T, H, W = 61, 32, 48
 SCENES = ("scene-0000", "scene-0001")

@@ -12,9 +12,9 @@ import pytest
 from stage import config as config_mod
 from stage.data.extract import extract
 from stage.data.layout_drawing import MAP_CLASS_COLOURS
-from stage.data.scene_format import open_split
 from stage.data.synth import ground_truth
 from stage.errors import StageError
+from stage.formats.scene import open_split
 
 VERSION = "v1.0-stage-synth"
 SIZE = {"height": 64, "width": 112}

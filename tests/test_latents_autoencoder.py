@@ -9,12 +9,10 @@ import torch
 from stage import cli, config
 from stage.errors import StageError
 from stage.latents.autoencoder import load_codec, to_model_input, to_uint8
-from stage.latents.toy import fabricate_split
+from stage.testing.config import TINY, tiny_config
+from stage.testing.scenes import fabricate_split
 
 H, W = 32, 64
-TINY_AE = {"block_out_channels": [8, 8, 8, 8], "norm_num_groups": 4,
-           "train": {"steps": 4, "batch_size": 2, "crop": [32, 32], "eval_frames": 4, "scale_frames": 4,
-                     "log_every": 1, "max_seconds": None}}
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +21,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("ae")
     data = fabricate_split(root / "train", n_scenes=2, n_frames=5, height=H, width=W)
     cfg_file = root / "tiny.yaml"
-    cfg_file.write_text(json.dumps({"autoencoder": TINY_AE}))
+    cfg_file.write_text(json.dumps(TINY))
     out = root / "autoencoder"
     assert cli.main(["train-autoencoder", "--config", str(cfg_file), "--data", str(data), "--out", str(out),
                      "--no-progress"]) == 0
@@ -47,7 +45,7 @@ def test_training_writes_weights_scale_log_and_metrics(trained):
 def test_encode_decode_round_trip_shapes_and_scale(trained):
     data, out, cfg_file = trained
     codec = load_codec(config.load([cfg_file])["autoencoder"], out)
-    from stage.data.scene_format import open_split
+    from stage.formats.scene import open_split
 
     frames = np.asarray(open_split(data)[0].frames[:3])
     z = codec.encode(frames)
@@ -99,7 +97,7 @@ def test_pretrained_loads_from_a_local_directory(tmp_path):
     """A diffusers-format VAE folder (here a random tiny one, in a vae/ subfolder) loads with its fixed scale."""
     from stage.latents.autoencoder import build_embedded
 
-    ae_cfg = config.validate({"autoencoder": {**TINY_AE, "norm": "group"}})["autoencoder"]  # as SD's VAE
+    ae_cfg = tiny_config(overrides={"autoencoder": {"norm": "group"}})["autoencoder"]  # as SD's VAE
     build_embedded(ae_cfg).save_pretrained(tmp_path / "sd" / "vae", safe_serialization=True)
     cfg = config.validate({"autoencoder": {"source": "pretrained", "pretrained_path": str(tmp_path / "sd"),
                                            "pretrained_subfolder": "vae"}})["autoencoder"]
@@ -116,12 +114,12 @@ def test_training_improves_reconstruction_over_a_fresh_model(tmp_path):
     from stage.latents.autoencoder_training import psnr, train_autoencoder
 
     data = fabricate_split(tmp_path / "train", n_scenes=3, n_frames=6, height=H, width=W)
-    train = {**TINY_AE["train"], "steps": 60, "batch_size": 4, "crop": [H, W], "lr": 0.005, "warmup_steps": 5}
-    cfg = config.validate({"autoencoder": {**TINY_AE, "train": train}})["autoencoder"]
+    train = {"steps": 60, "batch_size": 4, "crop": [H, W], "lr": 0.005, "warmup_steps": 5}
+    cfg = tiny_config(overrides={"autoencoder": {"train": train}})["autoencoder"]
     metrics = train_autoencoder(data, tmp_path / "ae", cfg, progress=False)
     torch.manual_seed(cfg["train"]["seed"])
     fresh = Codec(build_embedded(cfg).eval(), 1.0, "", "")
-    from stage.data.scene_format import open_split
+    from stage.formats.scene import open_split
 
     held = np.asarray(open_split(data)[-1].frames[:4])
     fresh_db = float(psnr(held, to_uint8(fresh.decode(fresh.encode(held)))).mean())
@@ -133,7 +131,7 @@ def test_norm_free_autoencoder_saves_and_loads_exactly(tmp_path):
     whose record disagrees with its weights is refused rather than loaded into fresh GroupNorms."""
     from stage.latents.autoencoder import build_embedded, load_embedded, save_embedded
 
-    cfg = config.validate({"autoencoder": {**TINY_AE, "norm": "none"}})["autoencoder"]
+    cfg = tiny_config(overrides={"autoencoder": {"norm": "none"}})["autoencoder"]
     torch.manual_seed(0)
     model = build_embedded(cfg).eval()
     assert not any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
@@ -157,7 +155,7 @@ def test_norm_free_autoencoder_saves_and_loads_exactly(tmp_path):
 def test_group_norm_autoencoder_keeps_its_norms(tmp_path):
     from stage.latents.autoencoder import build_embedded, load_embedded, save_embedded
 
-    cfg = config.validate({"autoencoder": {**TINY_AE, "norm": "group"}})["autoencoder"]
+    cfg = tiny_config(overrides={"autoencoder": {"norm": "group"}})["autoencoder"]
     save_embedded(build_embedded(cfg), 1.0, tmp_path / "ae")
     assert any(isinstance(m, torch.nn.GroupNorm) for m in load_embedded(tmp_path / "ae").model.modules())
 
@@ -166,8 +164,8 @@ def test_diverging_training_stops_with_a_clear_error(tmp_path):
     from stage.latents.autoencoder_training import train_autoencoder
 
     data = fabricate_split(tmp_path / "train", n_scenes=2, n_frames=4, height=H, width=W)
-    train = {**TINY_AE["train"], "steps": 50, "lr": 1.0e6, "warmup_steps": 0}
-    cfg = config.validate({"autoencoder": {**TINY_AE, "train": train}})["autoencoder"]
+    train = {"steps": 50, "lr": 1.0e6, "warmup_steps": 0}
+    cfg = tiny_config(overrides={"autoencoder": {"train": train}})["autoencoder"]
     with pytest.raises(StageError, match=r"diverged at step \d+.*lower autoencoder.train.lr"):
         train_autoencoder(data, tmp_path / "ae", cfg, progress=False)
     assert not (tmp_path / "ae").exists()

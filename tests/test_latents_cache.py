@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from stage import cli, config
-from stage.data.scene_format import open_split, write_scene
+from stage import cli
 from stage.errors import StageError
+from stage.formats.latent_cache import LatentCache
+from stage.formats.scene import open_split, write_scene
 from stage.latents.autoencoder import build_embedded, load_codec, save_embedded
-from stage.latents.cache import LatentCache, encode_split
-from stage.latents.toy import fabricate_split
+from stage.latents.cache import encode_split
+from stage.testing.config import TINY, tiny_config
+from stage.testing.scenes import fabricate_split
 
 H, W = 32, 64
-CFG = config.validate({"autoencoder": {"block_out_channels": [8, 8, 8, 8], "norm_num_groups": 4}})
+CFG = tiny_config()
 
 
 def make_ae(path, seed=0, scale=0.5):
@@ -39,7 +41,8 @@ def test_cache_holds_fresh_encodings_and_a_manifest(setup):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["autoencoder"]["hash"] == codec.hash and manifest["autoencoder"]["scale"] == 0.5
     entry = manifest["scenes"]["scene-0001"]
-    assert entry["shapes"]["latents"] == [4, 4, H // 8, W // 8] and entry["shapes"]["box_features"] == [4, 70, 6]
+    assert entry["shapes"]["latents"] == [4, 4, H // 8, W // 8]
+    assert entry["shapes"]["box_features"] == [4, CFG["conditions"]["max_boxes"], 6]
     cache = LatentCache(out, expect_autoencoder_hash=codec.hash)
     scene = open_split(data)[1]
     torch.testing.assert_close(cache.shards[1].get("latents"), codec.encode(np.asarray(scene.frames)))
@@ -95,7 +98,7 @@ def test_missing_cache_is_a_clear_error(tmp_path):
 def test_removed_scenes_leave_the_cache(setup, tmp_path):
     data, out, codec = setup
     encode(data, out, codec)
-    from stage.data.scene_format import write_index
+    from stage.formats.scene import write_index
 
     write_index(data, ["scene-0001"], {})
     assert encode(data, out, codec)["removed"] == ["scene-0000"]
@@ -105,7 +108,7 @@ def test_removed_scenes_leave_the_cache(setup, tmp_path):
 def test_encode_command(setup, capsys):
     data, out, codec = setup
     cfg = out.parent / "c.yaml"
-    cfg.write_text(json.dumps({"autoencoder": {"block_out_channels": [8, 8, 8, 8], "norm_num_groups": 4}}))
+    cfg.write_text(json.dumps(TINY))
     args = ["encode", "--config", str(cfg), "--data", str(data), "--autoencoder", codec.path, "--out", str(out),
             "--no-progress"]
     assert cli.main(args) == 0
@@ -151,7 +154,7 @@ def test_an_old_format_cache_is_refused_and_re_encoded(setup):
 def test_encode_refuses_an_out_that_is_a_file(setup, capsys):
     data, out, codec = setup
     cfg = out.parent / "c.yaml"
-    cfg.write_text(json.dumps({"autoencoder": {"block_out_channels": [8, 8, 8, 8], "norm_num_groups": 4}}))
+    cfg.write_text(json.dumps(TINY))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("not a folder")
     assert cli.main(["encode", "--config", str(cfg), "--data", str(data), "--autoencoder", codec.path,

@@ -4,44 +4,42 @@ import numpy as np
 import pytest
 import torch
 
-from stage import config
 from stage.errors import StageError
-from stage.latents.autoencoder import build_embedded, load_codec, save_embedded
+from stage.formats.latent_cache import LatentCache
 from stage.latents.box_tokens import box_sentence
-from stage.latents.cache import LatentCache, encode_split
 from stage.latents.conditions import build_condition_encoder
 from stage.latents.datasets import PairDataset
-from stage.latents.toy import fabricate_split, write_tiny_clip
+from stage.testing.cache import encode_with_random_autoencoder
+from stage.testing.config import tiny_config
+from stage.testing.models import write_tiny_clip
+from stage.testing.scenes import fabricate_split
 
 DIM = 32
+N_BOX = tiny_config()["conditions"]["max_boxes"]
 
 
 @pytest.fixture(scope="module")
 def clip_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("clip")
     text_dir, vision_dir = write_tiny_clip(root / "clip", dim=DIM)
-    cfg = config.validate({
-        "autoencoder": {"block_out_channels": [8, 8, 8, 8], "norm_num_groups": 4},
+    # the CLIP encoders instead of the learned ones, at the tiny CLIP's width
+    cfg = tiny_config(overrides={
         "conditions": {"box_encoder": "clip", "anchor_encoder": "clip", "cross_attention_dim": DIM,
                        "clip_text_path": str(text_dir), "clip_vision_path": str(vision_dir)}})
     data = fabricate_split(root / "train", n_scenes=1, n_frames=3, height=32, width=64)
-    torch.manual_seed(0)
-    save_embedded(build_embedded(cfg["autoencoder"]), 1.0, root / "ae")
-    codec = load_codec(cfg["autoencoder"], root / "ae")
-    encode_split(data, root / "cache", codec, cfg["conditions"], cfg["cache"], progress=False)
-    return cfg, data, LatentCache(root / "cache"), text_dir
+    return cfg, data, LatentCache(encode_with_random_autoencoder(data, root, cfg)[1]), text_dir
 
 
 def test_clip_cache_stores_box_and_anchor_tokens(clip_setup):
     cfg, data, cache, _ = clip_setup
     shard = cache.shards[0]
     tokens, mask = shard.get("box_tokens"), shard.get("box_mask")
-    assert tokens.shape == (3, 70, DIM) and shard.get("anchor_token").shape == (1, DIM)
+    assert tokens.shape == (3, N_BOX, DIM) and shard.get("anchor_token").shape == (1, DIM)
     assert tokens[~mask].abs().sum() == 0 and (tokens[mask].abs().sum(-1) > 0).all()
     # through the one interface: cached tokens are used as they are
     batch = torch.utils.data.default_collate([PairDataset(cache)[0]])
     boxes, anchor = build_condition_encoder(cfg["conditions"])(batch)
-    assert boxes.shape == (1, 70, DIM) and anchor.shape == (1, 1, DIM)
+    assert boxes.shape == (1, N_BOX, DIM) and anchor.shape == (1, 1, DIM)
     torch.testing.assert_close(anchor[0], shard.get("anchor_token"))
 
 
@@ -61,7 +59,7 @@ def test_box_token_is_the_clip_text_embedding_of_its_sentence(clip_setup):
 
 def test_clip_anchor_token_matches_a_direct_encode(clip_setup):
     cfg, data, cache, _ = clip_setup
-    from stage.data.scene_format import open_split
+    from stage.formats.scene import open_split
 
     enc = build_condition_encoder(cfg["conditions"])
     direct = enc.encode_anchor(anchor_image=np.asarray(open_split(data)[0].frames[:1]))
@@ -71,7 +69,7 @@ def test_clip_anchor_token_matches_a_direct_encode(clip_setup):
 def test_clip_errors_name_the_path_and_the_fix(clip_setup, tmp_path):
     cfg, *_ = clip_setup
     bad = {**cfg["conditions"], "clip_text_path": str(tmp_path / "no-clip")}
-    feats, mask = torch.zeros(1, 70, 6), torch.ones(1, 70, dtype=torch.bool)
+    feats, mask = torch.zeros(1, N_BOX, 6), torch.ones(1, N_BOX, dtype=torch.bool)
     with pytest.raises(StageError, match="no-clip does not exist"):
         build_condition_encoder(bad).encode_boxes(feats, mask)
     wrong_dim = {**cfg["conditions"], "cross_attention_dim": 768}

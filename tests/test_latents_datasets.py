@@ -5,28 +5,26 @@ import pytest
 import torch
 
 from stage import config
-from stage.data.scene_format import BOX_COLUMNS
 from stage.errors import StageError
-from stage.latents.autoencoder import build_embedded, load_codec, save_embedded
+from stage.formats.latent_cache import LatentCache
+from stage.formats.scene import BOX_COLUMNS
 from stage.latents.box_tokens import box_features
-from stage.latents.cache import LatentCache, encode_split
 from stage.latents.conditions import (build_condition_encoder, check_condition_config,
                                       check_cross_attention_dim)
 from stage.latents.datasets import PairDataset, SceneStreamDataset
-from stage.latents.toy import fabricate_split
+from stage.testing.cache import encode_with_random_autoencoder
+from stage.testing.config import tiny_config
+from stage.testing.scenes import fabricate_split
 
-CFG = config.validate({"autoencoder": {"block_out_channels": [8, 8, 8, 8], "norm_num_groups": 4}})
+CFG = tiny_config()
+N_BOX, DIM = CFG["conditions"]["max_boxes"], CFG["conditions"]["cross_attention_dim"]
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("ds")
     data = fabricate_split(root / "train", n_scenes=2, n_frames=6, height=32, width=64)
-    torch.manual_seed(0)
-    save_embedded(build_embedded(CFG["autoencoder"]), 1.0, root / "ae")
-    codec = load_codec(CFG["autoencoder"], root / "ae")
-    encode_split(data, root / "cache", codec, CFG["conditions"], CFG["cache"], progress=False)
-    return LatentCache(root / "cache")
+    return LatentCache(encode_with_random_autoencoder(data, root, CFG)[1])
 
 
 def test_pairs_are_consecutive_frames_of_one_scene(cache):
@@ -40,7 +38,7 @@ def test_pairs_are_consecutive_frames_of_one_scene(cache):
         torch.testing.assert_close(item["latent"], shard.get("latents", t))
         torch.testing.assert_close(item["prev_latent"], shard.get("latents", t - 1))
         torch.testing.assert_close(item["anchor_latent"], shard.get("latents", 0))
-        assert item["box_features"].shape == (70, 6) and item["box_mask"].dtype == torch.bool
+        assert item["box_features"].shape == (N_BOX, 6) and item["box_mask"].dtype == torch.bool
 
 
 def test_scene_stream_yields_one_scene_in_time_order(cache):
@@ -82,16 +80,18 @@ def test_learned_encoders_give_the_token_shapes_and_zero_padding(cache):
     enc = build_condition_encoder(CFG["conditions"])
     batch = torch.utils.data.default_collate([PairDataset(cache)[i] for i in range(3)])
     boxes, anchor = enc(batch)
-    assert boxes.shape == (3, 70, 64) and anchor.shape == (3, 1, 64)
+    assert boxes.shape == (3, N_BOX, DIM) and anchor.shape == (3, 1, DIM)
     assert boxes[~batch["box_mask"]].abs().sum() == 0 and boxes[batch["box_mask"]].abs().sum() > 0
     (boxes.sum() + anchor.sum()).backward()
     assert all(p.grad is not None for p in enc.parameters())
 
 
 def test_condition_and_model_settings_must_agree():
-    check_condition_config(CFG)  # the embedded defaults agree
-    check_cross_attention_dim(CFG["conditions"], 64)
+    defaults = config.default()
+    check_condition_config(defaults)  # the embedded defaults agree
+    check_condition_config(CFG)  # and so does the tiny config
+    check_cross_attention_dim(defaults["conditions"], 64)
     with pytest.raises(StageError, match="cross_attention_dim is 64.*768"):
-        check_cross_attention_dim(CFG["conditions"], 768)
+        check_cross_attention_dim(defaults["conditions"], 768)
     with pytest.raises(StageError, match="max_boxes is 50 but model.n_box_tokens is 70"):
         check_condition_config(config.validate({"conditions": {"max_boxes": 50}}))

@@ -10,7 +10,7 @@ from stage import cli, config
 from stage.model import FrameConditions, build_model, new_buffers, precision, sample_frame, trainable_names
 from stage.model.memory_plan import max_streams, memory_plan
 from stage.resources import job_resources
-from stage.rollout.toy import tiny_config
+from stage.testing.config import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = config.load([REPO / "config" / "paper.yaml"])

@@ -2,8 +2,8 @@
 
 import torch
 
-from stage import config
 from stage.model import FrameConditions, StepBuffers, StreamingBuffer, build_model, new_buffers, sample_frame
+from stage.testing.config import tiny_config
 
 
 
@@ -48,20 +48,15 @@ def test_stored_features_are_detached():
     assert all(not f.requires_grad and f.grad_fn is None for f in stored)
 
 
-def tiny_config():
-    cfg = config.default()
-    cfg["model"]["unet"].update(block_out_channels=[16, 32], down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
-                                up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], attention_head_dim=2,
-                                cross_attention_dim=16, norm_num_groups=8)
-    cfg["model"]["htft"]["buffer_size"] = 3
-    cfg["model"]["htft"]["offsets"] = [-1, -3]
-    cfg["diffusion"]["num_steps"] = 4
-    return config.validate(cfg)
+def small_buffer_config():
+    """The tiny config with a 3-frame buffer read at -1 and -3 and a 4-step sampler: the sizes counted below."""
+    return tiny_config(overrides={"model": {"htft": {"buffer_size": 3, "offsets": [-1, -3]}},
+                                  "diffusion": {"num_steps": 4}})
 
 
 def test_sampler_writes_one_entry_per_step_per_frame_without_mixing_steps():
     torch.manual_seed(0)
-    model = build_model(tiny_config()).eval()
+    model = build_model(small_buffer_config()).eval()
     recorded = []  # (c_noise, skips) of every UNet call, in call order
     encode = model.unet.encode
 

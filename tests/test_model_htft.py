@@ -3,19 +3,13 @@
 import pytest
 import torch
 
-from stage import config
 from stage.model import HTFTFusion, StreamingBuffer, build_model
+from stage.testing.config import tiny_config
 
 
-
-def tiny_config(htft: bool = True):
-    cfg = config.default()
-    cfg["model"]["unet"].update(block_out_channels=[16, 32], down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
-                                up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], attention_head_dim=2,
-                                cross_attention_dim=16, norm_num_groups=8)
-    cfg["model"]["htft"]["enabled"] = htft
-    cfg["model"]["anchor_attention_zero_init"] = False  # make the anchor branch live in these comparisons
-    return config.validate(cfg)
+def htft_config(htft: bool = True):
+    """The tiny config, HTFT on or off, with the anchor branch live (not zero-initialised) in these comparisons."""
+    return tiny_config(overrides={"model": {"htft": {"enabled": htft}, "anchor_attention_zero_init": False}})
 
 
 def inputs(seed=0):
@@ -37,7 +31,7 @@ def filled_buffer(model, n=12):
 
 def test_fresh_htft_leaves_unet_output_unchanged():
     torch.manual_seed(0)
-    model = build_model(tiny_config()).eval()
+    model = build_model(htft_config()).eval()
     buf = filled_buffer(model)
     sample, t, tokens = inputs()
     with torch.no_grad():
@@ -51,8 +45,8 @@ def test_fresh_htft_leaves_unet_output_unchanged():
 
 def test_htft_off_equals_plain_diffusers_unet():
     torch.manual_seed(0)
-    on = build_model(tiny_config(htft=True)).eval()
-    off = build_model(tiny_config(htft=False)).eval()
+    on = build_model(htft_config(htft=True)).eval()
+    off = build_model(htft_config(htft=False)).eval()
     assert off.unet.htft is None
     missing, unexpected = off.load_state_dict(on.state_dict(), strict=False)
     assert not missing and all(k.startswith("unet.htft.") for k in unexpected)

@@ -2,19 +2,14 @@
 
 import torch
 
-from stage import config
 from stage.model import FrameConditions, build_model, new_buffers, param_groups, sample_frame, trainable_names
 from stage.model.diffusion import edm_loss, high_pass
+from stage.testing.config import tiny_config
 
 
-
-def tiny_config():
-    cfg = config.default()
-    cfg["model"]["unet"].update(block_out_channels=[16, 32], down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
-                                up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], attention_head_dim=2,
-                                cross_attention_dim=16, norm_num_groups=8)
-    cfg["diffusion"]["num_steps"] = 4
-    return config.validate(cfg)
+def four_step_config():
+    """The tiny config with a 4-step sampler: 4 StreamingBuffers, one per step, for the tests to count."""
+    return tiny_config(overrides={"diffusion": {"num_steps": 4}})
 
 
 def conditions(batch=1, seed=0):
@@ -32,7 +27,7 @@ def rollout(model, seed, n_frames=3):
 
 def test_sampling_is_deterministic_for_a_seed():
     torch.manual_seed(0)
-    model = build_model(tiny_config()).eval()
+    model = build_model(four_step_config()).eval()
     for f in model.unet.htft.fusions:  # a non-trivial HTFT, so the buffers matter
         torch.nn.init.normal_(f.proj_out.weight, std=0.1)
     a, buffers = rollout(model, seed=1)
@@ -52,7 +47,7 @@ def test_each_stream_of_a_batch_draws_its_noise_from_its_own_generator():
     alone = torch.randn(1, 4, 8, 12, generator=torch.Generator().manual_seed(6))
     assert torch.equal(noise[1:2], alone)  # row 1 is seed 6's noise whatever the batch around it
     torch.manual_seed(0)
-    model = build_model(tiny_config()).eval()
+    model = build_model(four_step_config()).eval()
     cond = conditions(batch=2)
     one = FrameConditions(cond.cond_latent[1:], cond.map_latent[1:], cond.box_tokens[1:], cond.anchor_tokens[1:])
     batched = sample_frame(model, cond, new_buffers(model), generator=[torch.Generator().manual_seed(s) for s in (3, 4)])
@@ -71,7 +66,7 @@ def test_high_frequency_term_is_part_of_the_l2():
 
 def test_loss_decreases_on_a_tiny_overfit():
     torch.manual_seed(0)
-    model = build_model(tiny_config()).train()
+    model = build_model(four_step_config()).train()
     cond, x0 = conditions(batch=2), torch.randn(2, 4, 8, 12, generator=torch.Generator().manual_seed(9))
     opt = torch.optim.AdamW(param_groups(model, stage=1), lr=2e-3)
     losses = []
@@ -86,7 +81,7 @@ def test_loss_decreases_on_a_tiny_overfit():
 
 
 def test_param_groups_follow_the_training_stages():
-    model = build_model(tiny_config())
+    model = build_model(four_step_config())
     s1, s2 = set(trainable_names(model, 1)), set(trainable_names(model, 2))
     assert any(n.startswith("unet.unet.down_blocks.") for n in s1) and not any("htft" in n for n in s1)
     assert not any(n.startswith(("unet.unet.down_blocks.", "unet.unet.conv_in.", "unet.unet.time_embedding."))

@@ -8,14 +8,14 @@ from stage import config
 from stage.errors import StageError
 from stage.model import FrameConditions, build_model, sample_frame
 
-from tests.test_model_sampler import conditions, tiny_config
+from stage.testing.config import tiny_config
+from tests.test_model_sampler import conditions
 
 
 def model_with(target: str):
-    cfg = tiny_config()
-    cfg["diffusion"]["target"] = target
+    cfg = tiny_config(overrides={"diffusion": {"target": target}})
     torch.manual_seed(0)
-    return build_model(config.validate(cfg)).eval()
+    return build_model(cfg).eval()
 
 
 def test_residual_target_is_the_frame_target_shifted_by_the_condition_frame():
@@ -74,10 +74,9 @@ def test_a_rollout_refuses_steps_its_checkpoint_did_not_train_with():
 
 
 def level_model(inference_level=0.05):
-    cfg = tiny_config()
-    cfg["model"]["cond_frame_noise"].update(mode="level", inference_level=inference_level)
+    cfg = tiny_config(overrides={"model": {"cond_frame_noise": {"mode": "level", "inference_level": inference_level}}})
     torch.manual_seed(0)
-    return build_model(config.validate(cfg)).eval()
+    return build_model(cfg).eval()
 
 
 def test_the_condition_noise_level_reaches_the_model_and_changes_its_output():

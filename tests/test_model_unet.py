@@ -10,6 +10,7 @@ from stage import config
 from stage.errors import StageError
 from stage.model import build_model, load_checkpoint, save_checkpoint
 from stage.model.anchor_attention import AnchorCrossAttnProcessor
+from stage.testing.config import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,11 +71,7 @@ def test_pretrained_unet_is_zero_padded_to_12_channels(tmp_path):
 
 
 def test_checkpoint_roundtrip_is_safetensors_and_exact(tmp_path):
-    cfg = config.default()
-    cfg["model"]["unet"].update(block_out_channels=[16, 32], down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
-                                up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], cross_attention_dim=16,
-                                norm_num_groups=8)
-    model = build_model(config.validate(cfg))
+    model = build_model(tiny_config())
     for p in model.unet.htft.parameters():  # make the zero-initialised parts non-trivial
         torch.nn.init.normal_(p, std=0.1)
     path = tmp_path / "model.safetensors"

@@ -15,9 +15,10 @@ import pytest
 
 from conftest import empty_scene_tables
 from stage import config as config_mod
-from stage.data.scene_format import write_index, write_scene
 from stage.errors import StageError
-from stage.report import findings, metrics_file, tables
+from stage.formats import metrics
+from stage.formats.scene import write_index, write_scene
+from stage.report import findings, tables
 from stage.report.build import CAPTIONS, build_report, make_figures
 
 H, W, T, GT_T = 16, 24, 48, 30  # rollouts run past the 30 recorded frames
@@ -100,7 +101,7 @@ def write_evaluation(root, doc):
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     """A results folder: metrics and CSVs as constructed above, ground truth, one folder per stream."""
-    from stage.rollout.outputs import write_video
+    from stage.formats.rollout_folder import write_video
 
     root = tmp_path_factory.mktemp("report") / "results"
     rng = np.random.default_rng(0)
@@ -143,7 +144,7 @@ def pdf_text(path) -> str:
 
 
 def load(root):
-    return metrics_file.load(root / "metrics.json")
+    return metrics.load(root / "metrics.json")
 
 
 def test_verdict_table_states_each_claim_with_its_numbers(results):

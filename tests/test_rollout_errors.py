@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from stage import cli
+from stage import config as config_mod
 from stage.errors import StageError
 from stage.rollout.loading import load_for_rollout
-from stage.rollout.toy import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +48,13 @@ def test_a_negative_seed_is_refused_by_argparse(setup, tmp_path, capsys):
 
 
 def test_checkpoint_of_another_config_names_the_differing_key(setup, tmp_path):
-    cfg = tiny_config(overrides={"model": {"unet": {"block_out_channels": [16, 16]}}})
+    def changed(override):  # the checkpoint's own config with one key changed
+        return config_mod.validate(config_mod.deep_merge(setup[0], override))
+
+    cfg = changed({"model": {"unet": {"block_out_channels": [16, 16]}}})
     with pytest.raises(StageError, match=r"another config.*model\.unet\.block_out_channels"):
         load_for_rollout(setup[1]["checkpoint"], cfg)
-    cfg = tiny_config(overrides={"conditions": {"hidden": 8}})
+    cfg = changed({"conditions": {"hidden": 8}})
     with pytest.raises(StageError, match=r"conditions\.hidden"):
         load_for_rollout(setup[1]["checkpoint"], cfg)
 

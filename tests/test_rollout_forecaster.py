@@ -5,8 +5,8 @@ import pytest
 
 from stage import config
 from stage.data.extract import extract
-from stage.data.scene_format import open_split
 from stage.errors import StageError
+from stage.formats.scene import open_split
 from stage.rollout.forecaster import ForecastContext, build_forecaster
 
 

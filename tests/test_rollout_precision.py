@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from stage.formats.latent_cache import LatentCache
+from stage.formats.rollout_folder import stream_dir
 from stage.latents.autoencoder import load_codec
-from stage.latents.cache import LatentCache
-from stage.rollout import rollout
+from stage.rollout import Generator, Job, rollout
 from stage.rollout.loading import load_for_rollout
 from stage.rollout.state import latest_state, load_state
 from stage.rollout.streaming import work_dir
-from stage.rollout.streams import stream_dir
 from test_rollout_stream import Interrupt, arrays, max_diffs, stop_after
 
 DEVICE = os.environ.get("STAGE_TEST_DEVICE", "cpu")
@@ -38,9 +38,9 @@ def setup(rollout_inputs):
 def run(setup, out, seeds=SEEDS, model=None, rollout_cfg=None, **kw):
     cfg, paths, codec, loaded, conditions, info = setup
     cfg = {**cfg, "rollout": {**cfg["rollout"], **(rollout_cfg or {})}}
-    return rollout(model or loaded, conditions, codec, LatentCache(paths["cache"]), paths["scenes"][:2], out, cfg,
-                   variant="full", seeds=seeds, data_dir=paths["data"], dataroot=paths["dataroot"],
-                   n_frames=N_FRAMES, checkpoint_info=info, progress=False, **kw)
+    job = Job("full", paths["scenes"][:2], out, LatentCache(paths["cache"]), seeds=seeds, n_frames=N_FRAMES,
+              data_dir=paths["data"], dataroot=paths["dataroot"])
+    return rollout(Generator(model or loaded, conditions, codec, info), job, cfg, progress=False, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,14 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from stage.formats.latent_cache import LatentCache
+from stage.formats.rollout_folder import stream_dir
 from stage.latents.autoencoder import load_codec
-from stage.latents.cache import LatentCache
 from stage.model import FrameConditions, new_buffers, sample_frame
-from stage.rollout import rollout
+from stage.rollout import Generator, Job, rollout
 from stage.rollout.loading import load_for_rollout
 from stage.rollout.state import latest_state, load_state, states
 from stage.rollout.streaming import find_shard, work_dir
-from stage.rollout.streams import stream_dir
 
 N_FRAMES = 60  # the synthetic long scenes have 49 recorded frames: the last 11 are forecast
 SEEDS = [0, 1]
@@ -41,9 +41,10 @@ def setup(rollout_inputs):
 
 def run(setup, out, scenes=None, seeds=SEEDS, **kw):
     cfg, paths, codec, model, conditions, info = setup
-    return rollout(model, conditions, codec, LatentCache(paths["cache"]), scenes or paths["scenes"][:2], out, cfg,
-                   variant="full", seeds=seeds, data_dir=paths["data"], dataroot=paths["dataroot"],
-                   n_frames=kw.pop("n_frames", N_FRAMES), checkpoint_info=info, progress=False, **kw)
+    job = Job("full", scenes or paths["scenes"][:2], out, LatentCache(paths["cache"]), seeds=seeds,
+              n_frames=kw.pop("n_frames", N_FRAMES), teacher_forced=kw.pop("teacher_forced", False),
+              data_dir=paths["data"], dataroot=paths["dataroot"])
+    return rollout(Generator(model, conditions, codec, info), job, cfg, progress=False, **kw)
 
 
 def arrays(root, scene, seed):

@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stage.train.toy import TINY_CONFIG, make_toy_cache
+from stage.testing.cache import make_toy_cache
+from stage.testing.config import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -21,7 +22,7 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 def test_two_process_ddp_runs_stages_1_and_2_and_ranks_agree(tmp_path):
     cache = make_toy_cache(tmp_path, n_scenes=2, n_frames=8)
     cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(json.dumps(TINY_CONFIG))
+    cfg_file.write_text(json.dumps(TINY))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     outs = {}
     for stage, extra in ((1, []), (2, ["--variant", "full", "--init", str(tmp_path / "s1")])):
@@ -34,7 +35,7 @@ def test_two_process_ddp_runs_stages_1_and_2_and_ranks_agree(tmp_path):
         m = json.loads((outs[stage] / "metrics.json").read_text())
         assert m["world_size"] == 2 and len(m["weights_digests"]) == 2 and m["ranks_agree"], m
         rows = list(csv.DictReader(open(outs[stage] / "loss.csv")))
-        assert [int(r["step"]) for r in rows] == list(range(1, TINY_CONFIG["train"][f"stage{stage}"]["steps"] + 1))
+        assert [int(r["step"]) for r in rows] == list(range(1, TINY["train"][f"stage{stage}"]["steps"] + 1))
     # stage 2 under DDP still leaves the (frozen) encoder as stage 1 left it
     a, b = load_file(str(outs[1] / "model.safetensors")), load_file(str(outs[2] / "model.safetensors"))
     k = "unet.unet.down_blocks.0.resnets.0.conv1.weight"

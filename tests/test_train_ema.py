@@ -10,14 +10,14 @@ import torch
 from safetensors.torch import load_file
 
 from stage import config
+from stage.testing.cache import make_toy_cache
+from stage.testing.config import tiny_overlay
 from stage.train.ema import PREFIX, WeightEMA
 from stage.train.loop import Trainer
 from stage.train.optim import lr_at
-from stage.train.toy import TINY_CONFIG, make_toy_cache
 from test_train_resume import REPO, _assert_same_weights, _command, _start_and_interrupt
 
-EMA_CONFIG = {**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "stage1": {
-    **TINY_CONFIG["train"]["stage1"], "steps": 10, "ema_decay": 0.8, "lr_schedule": "cosine"}}}
+EMA_CONFIG = tiny_overlay({"train": {"stage1": {"steps": 10, "ema_decay": 0.8, "lr_schedule": "cosine"}}})
 
 
 def test_cosine_schedule_warms_up_then_falls_to_zero_and_constant_stays():

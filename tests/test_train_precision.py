@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 
 from stage import config
 from stage.model import StreamingBuffer
+from stage.testing.cache import make_toy_cache
+from stage.testing.config import tiny_config, tiny_overlay
 from stage.train.loop import Trainer
-from stage.train.toy import TINY_CONFIG, make_toy_cache
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -22,7 +23,7 @@ DEVICE = os.environ.get("STAGE_TEST_DEVICE", "cpu")
 
 
 def cfg_with(**train) -> dict:
-    return config.validate(config.deep_merge(TINY_CONFIG, {"train": {"device": DEVICE, **train}}))
+    return tiny_config(overrides={"train": {"device": DEVICE, **train}})
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def test_a_damaged_scaler_state_is_refused_with_the_file_named(cache, tmp_path):
 def test_one_process_torchrun_joins_a_process_group(cache, tmp_path):
     """`torchrun --nproc_per_node 1` takes the multi-GPU path (process group, DDP): nccl on CUDA, gloo else."""
     cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(json.dumps(config.deep_merge(TINY_CONFIG, {"train": {"device": DEVICE}})))
+    cfg_file.write_text(json.dumps(tiny_overlay({"train": {"device": DEVICE}})))
     out = tmp_path / "s1"
     cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node", "1", "-m", "stage", "train", "--config", str(cfg_file),
            "--stage", "1", "--cache", str(cache), "--out", str(out), "--no-progress"]

@@ -14,14 +14,14 @@ import torch
 from safetensors.torch import load_file
 
 from stage import config
-from stage.model.checkpoint import read_metadata
+from stage.formats.trained_run import read_metadata
+from stage.testing.cache import make_toy_cache
+from stage.testing.config import tiny_overlay
 from stage.train.loop import PREEMPTED, Trainer
-from stage.train.toy import TINY_CONFIG, make_toy_cache
 
 REPO = Path(__file__).resolve().parents[1]
-RESUME_CONFIG = {**TINY_CONFIG, "train": {**TINY_CONFIG["train"],
-                                          "stage1": {**TINY_CONFIG["train"]["stage1"], "steps": 10},
-                                          "stage3": {**TINY_CONFIG["train"]["stage3"], "steps": 6}}}
+# runs long enough to be interrupted between checkpoints
+RESUME_CONFIG = tiny_overlay({"train": {"stage1": {"steps": 10}, "stage3": {"steps": 6}}})
 CFG = config.validate(RESUME_CONFIG)
 
 
@@ -40,8 +40,10 @@ def _command(cfg_file, cache, out, stage, *extra):
 
 
 def _start_and_interrupt(cmd, ckpt_dir: Path, after_step: int, sig) -> int:
-    """Start a throttled run, send `sig` once checkpoint `after_step` exists; return its exit status."""
-    proc = subprocess.Popen(cmd + ["--throttle", "0.5"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    """Start a run paced at 0.5 s per step, send `sig` once checkpoint `after_step` exists; return its exit
+    status."""
+    paced = [sys.executable, str(REPO / "tests" / "paced_train.py"), "0.5", *cmd[3:]]  # cmd is python -m stage ...
+    proc = subprocess.Popen(paced, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     target = ckpt_dir / f"step-{after_step:07d}"
     deadline = time.time() + 120
     while not target.is_dir() and proc.poll() is None and time.time() < deadline:

@@ -7,18 +7,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stage import cli, config
+from stage import cli
 from stage.errors import StageError
 from stage.model import build_model
+from stage.testing.cache import make_toy_cache
+from stage.testing.config import TINY, tiny_config
 from stage.train.data import indices_for_step, window_batch
 from stage.train.loop import Trainer
 from stage.train.stage3 import rollout_window, w_at
-from stage.train.toy import TINY_CONFIG, make_toy_cache
 from stage.train.variants import check_runnable, checkpoint_source
 from stage.latents.conditions import build_condition_encoder
 from stage.latents.datasets import SceneStreamDataset
 
-CFG = config.validate(TINY_CONFIG)
+CFG = tiny_config()
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_stage2_freezes_the_encoder_and_trains_decoder_and_fusion(runs):
 
 def test_stage3_conditions_on_its_own_outputs_except_every_w_frames(runs):
     from stage.train.loop import frame_conditions  # noqa: F401  (the same conditioning the loop uses)
-    from stage.latents.cache import LatentCache
+    from stage.formats.latent_cache import LatentCache
 
     cache = LatentCache(runs["cache"])
     torch.manual_seed(0)
@@ -109,7 +110,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
 
     monkeypatch.setattr(stage1.Stage1, "train_step", poisoned)
     cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text(json.dumps(TINY_CONFIG))
+    cfg_file.write_text(json.dumps(TINY))
     out = tmp_path / "run"
     rc = cli.main(["train", "--config", str(cfg_file), "--stage", "1", "--cache", str(runs["cache"]),
                    "--out", str(out), "--no-progress"])
@@ -124,7 +125,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
 
 
 def test_exploding_loss_threshold(runs, tmp_path):
-    cfg = config.validate({**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "max_loss": 1e-6}})
+    cfg = tiny_config(overrides={"train": {"max_loss": 1e-6}})
     with pytest.raises(StageError, match=r"step 1: loss is .* \(train.max_loss 1e-06\).*none written yet"):
         Trainer(cfg, 1, None, runs["cache"], tmp_path / "run", progress=False).run()
 
@@ -159,7 +160,7 @@ def test_trained_frames_of_stages_2_and_3_find_the_buffer_full(runs):
 
 
 def test_without_lead_in_the_buffer_starts_empty_at_each_window(runs, tmp_path):
-    cfg = config.validate(config.deep_merge(TINY_CONFIG, {"train": {"stage2": {"lead_in": 0}}}))
+    cfg = tiny_config(overrides={"train": {"stage2": {"lead_in": 0}}})
     rc = Trainer(cfg, 2, "full", runs["cache"], tmp_path / "s2", init=runs["s1"], progress=False).run()
     m = json.loads((tmp_path / "s2" / "metrics.json").read_text())
     reach, window = -min(cfg["model"]["htft"]["offsets"]), cfg["train"]["stage2"]["window"]
@@ -173,8 +174,8 @@ def test_stage3_buffers_hold_the_features_of_the_generated_frames(runs, tmp_path
     from stage.train.data import frame_conditions
 
     # one sampling step at a tiny sigma: the buffered features are those of the generated latents themselves
-    cfg = config.validate(config.deep_merge(TINY_CONFIG, {"diffusion": {"num_steps": 1, "sigma_max": 1e-3},
-                                                          "train": {"stage3": {"sampling_steps": None}}}))
+    cfg = tiny_config(overrides={"diffusion": {"num_steps": 1, "sigma_max": 1e-3},
+                                 "train": {"stage3": {"sampling_steps": None}}})
     t = Trainer(cfg, 3, "full", runs["cache"], tmp_path / "s3", init=runs["s2"], progress=False)
     t._setup()
     t._restore()
@@ -214,7 +215,7 @@ def test_the_validation_loss_is_a_function_of_its_seed(runs, tmp_path):
     from stage.train.validation import Validation
 
     def losses(seed):
-        cfg = config.validate(config.deep_merge(TINY_CONFIG, {"train": {"validation": {"seed": seed}}}))
+        cfg = tiny_config(overrides={"train": {"validation": {"seed": seed}}})
         t = Trainer(cfg, 2, "full", runs["cache"], tmp_path / f"s{seed}", init=runs["s2"], progress=False)
         t._setup()
         t._restore()

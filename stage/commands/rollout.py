@@ -42,11 +42,11 @@ def run(args, config):
     import torch
 
     from stage.errors import StageError
+    from stage.formats.latent_cache import LatentCache
     from stage.latents.autoencoder import load_codec
-    from stage.latents.cache import LatentCache
     from stage.rollout.batch import keep_freed_memory
     from stage.rollout.loading import load_for_rollout
-    from stage.rollout.streaming import STOPPED, find_scene, rollout
+    from stage.rollout.streaming import STOPPED, Generator, Job, find_scene, rollout
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -68,9 +68,10 @@ def run(args, config):
         dataroot = find_scene(args.data, args.scenes[0]).meta.get("source", {}).get("dataroot")
     if dataroot is not None and not Path(dataroot).is_dir():
         raise StageError(f"--dataroot {dataroot} does not exist; pass the nuScenes-format root holding maps/")
-    result = rollout(model, conditions, codec, cache, args.scenes, out, config, variant=args.variant, seeds=args.seeds,
-                     data_dir=args.data, dataroot=dataroot, n_frames=args.frames, teacher_forced=args.teacher_forced,
-                     resume=args.resume, checkpoint_info=info, progress=not args.no_progress)
+    job = Job(args.variant, args.scenes, out, cache, seeds=args.seeds, n_frames=args.frames,
+              teacher_forced=args.teacher_forced, data_dir=args.data, dataroot=dataroot)
+    result = rollout(Generator(model, conditions, codec, info), job, config, resume=args.resume,
+                     progress=not args.no_progress)
     if result["status"] == "stopped":
         return STOPPED
     for sid, stream in result["streams"].items():

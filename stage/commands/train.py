@@ -1,7 +1,5 @@
 """`stage train`: one of the three training stages on the latent cache, resumable, single process or torchrun."""
 
-import argparse
-
 NAME = "train"
 HELP = "Train STAGE's denoiser: stage 1 (streaming pairs), 2 (HTFT) or 3 (simulated inference) of a variant"
 
@@ -22,7 +20,6 @@ def add_arguments(parser):
     parser.add_argument("--val-cache", metavar="DIR", help="latent cache of held-out scenes (the long split): the "
                         "validation loss at the run's start and end goes to --out/validation.csv and metrics.json")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
-    parser.add_argument("--throttle", type=float, default=0.0, help=argparse.SUPPRESS)  # tests: sleep per step
 
 
 def run(args, config):
@@ -36,5 +33,5 @@ def run(args, config):
             output_file(path, flag)
     trainer = Trainer(config, args.stage, args.variant, args.cache, args.out, init=args.init, resume=args.resume,
                       loss_log=args.loss_log, metrics=args.metrics, progress=not args.no_progress,
-                      throttle=args.throttle, val_cache=args.val_cache)
+                      val_cache=args.val_cache)
     return trainer.run()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stage.data.scene_format import open_split
+from stage.formats.scene import open_split
 
 
 def overlay(frame: np.ndarray, hdmap: np.ndarray, boxmap: np.ndarray) -> np.ndarray:

@@ -30,8 +30,8 @@ from stage.data.geometry import (BOX_EDGES, box_corners, clip_segments_to_near_p
                                  pose_matrix, project, resize_crop_intrinsic, transform_points, yaw_of)
 from stage.data.layout_drawing import (BOX_CLASS_COLOURS, MAP_CLASS_COLOURS, collect_map_polylines, draw_boxes,
                                        draw_hdmap)
-from stage.data.scene_format import BOX_COLUMNS, SceneWriter, category_group, write_index
 from stage.errors import StageError
+from stage.formats.scene import BOX_COLUMNS, SceneWriter, category_group, write_index
 
 RESIZE_RULE = "scale to cover (height, width) keeping aspect (Lanczos), then centre-crop"
 

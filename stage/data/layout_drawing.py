@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from stage.data.geometry import BOX_EDGES, clip_segments_to_near_plane, project
-from stage.data.scene_format import CATEGORY_GROUPS
+from stage.formats.scene import CATEGORY_GROUPS
 
 # RGB. Road edges are the boundary of the drivable area (curbs); dividers and crossings from their layers.
 MAP_CLASS_COLOURS = {

@@ -2,6 +2,7 @@
 bootstrap intervals over streams and verdicts on the configured claims (docs/metrics-schema.md).
 
     inputs.py      rollout folders <variant>/<scene>/seed-<seed>/, reconstructions; stream and protocol checks
+                   (the folder format: stage/formats/rollout_folder.py)
     backbones.py   the frame (FID / KID) and clip (FVD) detectors: local files, or the fixed proxy nets
     paired.py      PSNR, SSIM (torchmetrics)
     kid.py         KID (unbiased, paired frames)
@@ -17,6 +18,6 @@ bootstrap intervals over streams and verdicts on the configured claims (docs/met
     one_step.py    teacher-forced one-step runs next to persistence and the ceiling
     real_cache.py  the ground truth's features, kept between runs
     protocol.py    score names and protocol hashes
-    outputs.py     CSV tables and metrics.json (checked against stage/schemas/metrics.schema.yaml)
-    evaluate.py    the orchestration: evaluate(...)
+    evaluate.py    the orchestration: evaluate(...), written through stage/formats/metrics.py (CSV tables and
+                   metrics.json, checked against stage/schemas/metrics.schema.yaml)
 """

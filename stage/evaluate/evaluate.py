@@ -34,19 +34,20 @@ import torch
 from tqdm import tqdm
 
 from stage.config import section_hash
-from stage.data.scene_format import open_split
 from stage.digest import file_digest
 from stage.errors import StageError
-from stage.evaluate import (baselines, bootstrap, claims, collapse, drift, kid, one_step, outputs, paired, protocol,
-                            real_cache, scores, verdicts)
+from stage.evaluate import (baselines, bootstrap, claims, collapse, drift, kid, one_step, paired, protocol, real_cache,
+                            scores, verdicts)
 from stage.evaluate.backbones import Backbone, load_backbones
 from stage.evaluate.inputs import (Video, check_protocols, check_streams, find_reconstructions, find_rollouts,
-                                   load_frames, run_length, stream_id)
+                                   run_length)
 from stage.evaluate.table import Row, ScoreTable
+from stage.formats import metrics
+from stage.formats.rollout_folder import load_frames, stream_id
+from stage.formats.scene import open_split
 from stage.paths import output_dir, output_file
 from stage.readback import read_json
 
-FORMAT_VERSION = 2
 RERUN_EXTRACT = "re-run `stage extract` for the ground-truth split"
 # The order rows are listed in (and differences taken: a earlier, b later).
 REFERENCE_ORDER = ("ceiling", "still_photograph", "persistence", "real_floor")
@@ -381,7 +382,7 @@ def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions
                      "differences_csv": out_dir / "differences.csv"}
     timings["total_before_write"] = time.perf_counter() - t0
     result = {
-        "format_version": FORMAT_VERSION,
+        "format_version": metrics.FORMAT_VERSION,
         "families": {"fid": fid.family, "fvd": fvd.family, "kid": fid.kid_family},
         "detectors": {"fid": fid.describe(), "fvd": fvd.describe(), "kid": {**fid.describe(),
                                                                              "kernel": kid.describe(fid.kid_scale)}},
@@ -421,10 +422,10 @@ def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    tables = {outputs_paths["segments_csv"]: (outputs.SEGMENT_COLUMNS, segment_rows),
-              outputs_paths["streams_csv"]: (outputs.STREAM_COLUMNS, stream_rows),
-              outputs_paths["differences_csv"]: (outputs.DIFFERENCE_COLUMNS, difference_rows)}
-    return outputs.write(result, metrics_path, tables)
+    tables = {outputs_paths["segments_csv"]: (metrics.SEGMENT_COLUMNS, segment_rows),
+              outputs_paths["streams_csv"]: (metrics.STREAM_COLUMNS, stream_rows),
+              outputs_paths["differences_csv"]: (metrics.DIFFERENCE_COLUMNS, difference_rows)}
+    return metrics.write(result, metrics_path, tables)
 
 
 def _clips(table: ScoreTable, row: str, key: str) -> int | None:

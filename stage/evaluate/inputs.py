@@ -1,20 +1,14 @@
-"""Reading what is evaluated: rollout folders (one per stream), autoencoder reconstructions, layout lists.
-
-    <root>/<variant>/<scene>/seed-<seed>/frames.npy   uint8 (T, H, W, 3) decoded frames (lossless)
-    <root>/<variant>/<scene>/seed-<seed>/meta.json    {"variant", "scene", "seed", "n_frames", "gt_frames",
-                                                       "layout_source", "condition", "settings", ...}
-    <root>/<variant>/<scene>/seed-<seed>/latents.safetensors   (optional, not scored: its header is checked)
-    <reconstructions>/<scene>/frames.npy              uint8 (T, H, W, 3) ground truth encoded + decoded by our AE
+"""Reading what is evaluated: rollout folders <root>/<variant>/<scene>/seed-<seed>/ (one per stream) and
+autoencoder reconstructions <reconstructions>/<scene>/, both in the rollout folder format
+(stage/formats/rollout_folder.py), and the layout lists their metadata records.
 
 A *stream* is (scene, seed). Every variant under one root must hold the same streams, made under one rollout
 protocol (check_streams / check_protocols): a variant missing a stream, or made with other settings, would
-otherwise be compared on different data. Folders whose name starts with '.' or '_' are skipped (temporary
-names of writers that rename into place).
+otherwise be compared on different data.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 
@@ -22,12 +16,11 @@ import numpy as np
 
 from stage.errors import StageError
 from stage.evaluate import protocol
-from stage.readback import field, load_npy, read_json, safetensors_header
+from stage.formats import rollout_folder
+from stage.formats.rollout_folder import RERUN_ROLLOUT, load_frames, stream_id
+from stage.readback import field
 
-RERUN_ROLLOUT = "re-run `stage rollout` for this stream (or remove its folder)"
 RERUN_RECONSTRUCT = "re-run `stage reconstruct` for this scene"
-RERUN_STEP = "re-run the step that writes it (stage rollout, or the autoencoder reconstruction)"
-SEED_DIR = re.compile(r"seed-(0|[1-9][0-9]*)")
 # Settings that must agree between every stream of every variant (else the variants were not rolled out
 # alike), and those that must agree between variants on the same stream (the same scene data).
 GLOBAL_KEYS = ("n_frames", "num_steps", "config_hash", "autoencoder_hash", "forecaster")
@@ -40,7 +33,7 @@ class Video:
     """One video to score: a generated stream or a reconstruction. `frames` is memory-mapped."""
 
     name: str                 # scene name
-    path: Path                # its frames.npy
+    path: Path                # its frames file
     frames: np.ndarray
     gt_frames: int | None     # frames with ground truth (None = as many as the ground truth has)
     layout: list[str]         # per-frame layout source ("gt" or a forecaster name)
@@ -50,25 +43,6 @@ class Video:
     @property
     def stream(self) -> str:
         return stream_id(self.name, self.seed)
-
-
-def stream_id(scene: str, seed) -> str:
-    return f"{scene}/seed-{seed}"
-
-
-def _visible_dirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
-
-
-def load_frames(path: Path, fix: str = RERUN_STEP) -> np.ndarray:
-    """uint8 (T, H, W, 3) frames, memory-mapped; StageError naming the file when it is missing or damaged."""
-    if not path.is_file():
-        raise StageError(f"{path} is missing; each video folder must hold frames.npy (uint8 (T, H, W, 3)); {fix}")
-    arr = load_npy(path, fix)
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or len(arr) < 1:
-        raise StageError(f"{path}: expected uint8 (T, H, W, 3) frames, got {arr.dtype} {arr.shape}. Frames must be "
-                         "decoded, lossless uint8 RGB (never re-read from mp4 previews).")
-    return arr
 
 
 def parse_layout_source(value, n_frames: int, where: str) -> list[str]:
@@ -111,68 +85,38 @@ def run_length(labels: list[str]) -> list[list]:
     return out
 
 
-def check_latents(path: Path, n_frames: int) -> None:
-    """A rollout's latents.safetensors, when there, must read back and hold one latent per frame (it is not
-    scored, but a damaged one means the folder is not what `stage rollout` wrote)."""
-    if not path.exists():
-        return
-    _, shapes = safetensors_header(path, RERUN_ROLLOUT)
-    if "latents" not in shapes or not shapes["latents"] or shapes["latents"][0] != n_frames:
-        raise StageError(f"{path}: expected a 'latents' tensor of {n_frames} frames, found {shapes}; {RERUN_ROLLOUT}")
-
-
 def _stream_video(sdir: Path, variant: str, scene: str, seed: int, condition: str, flag: str) -> Video:
-    meta_path = sdir / "meta.json"
-    if not meta_path.is_file():
-        raise StageError(f"{meta_path} is missing: {sdir} is not a complete rollout (meta.json is written "
-                         "last). Re-run the rollout for this stream or remove the folder.")
-    meta = read_json(meta_path, RERUN_ROLLOUT)
-    for key, want in (("variant", variant), ("scene", scene), ("seed", seed)):
-        if key in meta and meta[key] != want:
-            raise StageError(f"{meta_path}: field '{key}' is {meta[key]!r} but the folder is {variant}/{scene}/"
-                             f"seed-{seed}; the folder was moved or copied: {RERUN_ROLLOUT}")
+    meta = rollout_folder.read_meta(sdir, variant, scene, seed, RERUN_ROLLOUT)
+    meta_path = sdir / rollout_folder.META
     got = meta.get("condition", condition)
     if got != condition:
         other = "--one-step" if got == "real" else "--rollouts"
         raise StageError(f"{meta_path}: field 'condition' is {got!r} but {flag} holds {condition!r} runs; pass "
                          f"this folder with {other} instead")
     gt_frames = None if meta.get("gt_frames") is None else field(meta, "gt_frames", meta_path, RERUN_ROLLOUT, int)
-    frames = load_frames(sdir / "frames.npy", RERUN_ROLLOUT)
-    if meta.get("n_frames") is not None and field(meta, "n_frames", meta_path, RERUN_ROLLOUT, int) != len(frames):
-        raise StageError(f"{sdir / 'frames.npy'}: holds {len(frames)} frames but {meta_path} says n_frames "
-                         f"{meta['n_frames']}; {RERUN_ROLLOUT}")
-    check_latents(sdir / "latents.safetensors", len(frames))
-    return Video(scene, sdir / "frames.npy", frames, gt_frames,
+    frames = rollout_folder.read_frames(sdir, meta, RERUN_ROLLOUT)
+    return Video(scene, sdir / rollout_folder.FRAMES, frames, gt_frames,
                  parse_layout_source(meta.get("layout_source"), len(frames), str(meta_path)), seed, meta)
 
 
 def find_rollouts(root: str | Path, condition: str = "generated",
                   flag: str = "--rollouts") -> dict[str, dict[tuple[str, int], Video]]:
     """{variant: {(scene, seed): Video}} of every stream folder <root>/<variant>/<scene>/seed-<seed>/.
-    `condition` is what meta.json's "condition" must say where it says anything ("generated" for free
+    `condition` is what the stream's metadata "condition" must say where it says anything ("generated" for free
     rollouts, "real" for teacher-forced one-step runs)."""
     root = Path(root)
-    layout = "<variant>/<scene>/seed-<seed>/frames.npy + meta.json"
+    layout = rollout_folder.LAYOUT
     if not root.is_dir():
         raise StageError(f"{flag} folder {root} does not exist; run `stage rollout` first or pass the folder that "
                          f"holds {layout}.")
     found: dict[str, dict[tuple[str, int], Video]] = {}
-    for vdir in _visible_dirs(root):
+    for vdir in rollout_folder.visible_dirs(root):
         if vdir.name in RESERVED:
             raise StageError(f"{vdir}: variant name {vdir.name!r} is reserved for a reference row; rename the "
                              "variant's rollout folder")
         streams = {}
-        for sdir in _visible_dirs(vdir):
-            if (sdir / "frames.npy").exists() or (sdir / "meta.json").exists():
-                raise StageError(f"{sdir}: frames directly in the scene folder (the one-run-per-scene layout); "
-                                 f"expected {layout}. Re-run `stage rollout`, which writes one folder per seed.")
-            for seed_dir in _visible_dirs(sdir):
-                m = SEED_DIR.fullmatch(seed_dir.name)
-                if not m:
-                    raise StageError(f"{seed_dir}: expected a folder named seed-<seed> (e.g. seed-0) under the "
-                                     f"scene folder ({layout}); remove or rename it")
-                seed = int(m.group(1))
-                streams[(sdir.name, seed)] = _stream_video(seed_dir, vdir.name, sdir.name, seed, condition, flag)
+        for scene, seed, folder in rollout_folder.list_streams(vdir):
+            streams[(scene, seed)] = _stream_video(folder, vdir.name, scene, seed, condition, flag)
         if streams:
             found[vdir.name] = streams
     if not found:
@@ -200,8 +144,8 @@ def check_streams(found: dict[str, dict], root: str | Path, scene_order: list[st
 
 
 def rollout_settings(video: Video) -> dict:
-    """The comparability-relevant settings of one stream (from meta.json's "settings", else its top level);
-    n_frames is what frames.npy holds."""
+    """The comparability-relevant settings of one stream (from its metadata's "settings", else its top level);
+    n_frames is what its frames file holds."""
     meta = video.meta
     settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
     out = {k: settings.get(k, meta.get(k)) for k in GLOBAL_KEYS + STREAM_KEYS}
@@ -212,15 +156,15 @@ def rollout_settings(video: Video) -> dict:
 def _same(video: Video, mine: dict, ref: Video, theirs: dict, what: str) -> None:
     differ = [f"{k} {mine[k]!r} vs {theirs[k]!r}" for k in mine if mine[k] != theirs[k]]
     if differ:
-        raise StageError(f"{video.path.parent / 'meta.json'}: rollout protocol {protocol.protocol_hash(mine)} differs "
-                         f"from {ref.path.parent / 'meta.json'}'s {protocol.protocol_hash(theirs)} "
+        raise StageError(f"{video.path.parent / rollout_folder.META}: rollout protocol {protocol.protocol_hash(mine)} "
+                         f"differs from {ref.path.parent / rollout_folder.META}'s {protocol.protocol_hash(theirs)} "
                          f"({'; '.join(differ)}); {what} must be rolled out with the same settings: re-run "
                          "`stage rollout` for it with the config the others used")
 
 
 def check_protocols(found: dict[str, dict[tuple[str, int], Video]]) -> str:
     """The rollout protocol hash (GLOBAL_KEYS) shared by every stream of every variant; StageError naming the
-    meta.json whose protocol differs, and the keys that differ, otherwise (STREAM_KEYS must agree between
+    metadata file whose protocol differs, and the keys that differ, otherwise (STREAM_KEYS must agree between
     the variants of one stream)."""
     ref = None
     first_of_stream: dict[tuple, tuple[Video, dict]] = {}
@@ -238,11 +182,12 @@ def find_reconstructions(root: str | Path, scenes: list[str]) -> dict[str, Video
     """{scene: Video} of the autoencoder reconstructions of `scenes`."""
     root = Path(root)
     if not root.is_dir():
-        raise StageError(f"reconstructions folder {root} does not exist; pass the folder holding <scene>/frames.npy "
-                         "written by the autoencoder reconstruction step, or omit --reconstructions.")
-    missing = [s for s in scenes if not (root / s / "frames.npy").is_file()]
+        raise StageError(f"reconstructions folder {root} does not exist; pass the folder holding "
+                         f"<scene>/{rollout_folder.FRAMES} written by the autoencoder reconstruction step, or omit "
+                         "--reconstructions.")
+    frames = {s: rollout_folder.reconstruction_frames(root, s) for s in scenes}
+    missing = [s for s in scenes if not frames[s].is_file()]
     if missing:
-        raise StageError(f"{root} lacks reconstructions of scenes {missing} ({root / missing[0] / 'frames.npy'}); "
+        raise StageError(f"{root} lacks reconstructions of scenes {missing} ({frames[missing[0]]}); "
                          "reconstruct every evaluated scene, or omit --reconstructions.")
-    return {s: Video(s, root / s / "frames.npy", load_frames(root / s / "frames.npy", RERUN_RECONSTRUCT), None, [])
-            for s in scenes}
+    return {s: Video(s, frames[s], load_frames(frames[s], RERUN_RECONSTRUCT), None, []) for s in scenes}

@@ -5,7 +5,7 @@
     box_tokens.py            box geometry from boxes.parquet; learned and CLIP box-token encoders
     anchor_tokens.py         learned and CLIP anchor-frame encoders
     conditions.py            both behind one interface (ConditionEncoder), chosen by the config
-    cache.py                 `stage encode`: per-scene safetensors shards + manifest, re-encoding what changed
+    cache.py                 `stage encode`: the latent cache (its format: stage.formats.latent_cache), re-encoding
+                             what changed
     datasets.py              PairDataset (stage 1) and SceneStreamDataset (stages 2, 3) over the cache
-    toy.py                   fabricated scenes and tiny CLIP models for tests and benchmarks
 """

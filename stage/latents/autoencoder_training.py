@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stage.data.scene_format import ExtractedScene, open_split
 from stage.errors import StageError
+from stage.formats.scene import ExtractedScene, open_split
 from stage.latents.autoencoder import Codec, build_embedded, save_embedded, to_model_input, to_uint8
 
 

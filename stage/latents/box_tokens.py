@@ -3,7 +3,7 @@
 Both encoders take the same per-frame box geometry, built from boxes.parquet by `box_features`:
 
     box_features (N, F) float32, columns BOX_FEATURES:
-        category_id       index into scene_format.CATEGORY_GROUPS
+        category_id       index into stage.formats.scene.CATEGORY_GROUPS
         u, v              projected 3D centre / image width, height (0..1 inside the image)
         depth             camera-frame z of the centre (metres)
         width, height     2D extent of the projected corners, clipped to the image, / image size
@@ -27,8 +27,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from stage.data.scene_format import CATEGORY_GROUPS
 from stage.errors import StageError
+from stage.formats.scene import CATEGORY_GROUPS
 
 BOX_FEATURES = ("category_id", "u", "v", "depth", "width", "height")
 N_CATEGORIES = len(CATEGORY_GROUPS)

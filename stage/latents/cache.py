@@ -1,58 +1,26 @@
-"""The latent cache: per-scene safetensors shards + manifest.json, written by `stage encode`.
+"""`stage encode`: the latent cache of an extracted split, brought up to date scene by scene.
 
-    <cache>/manifest.json              format, autoencoder (hash, scale, path), conditions, scenes in order
-    <cache>/<scene>.safetensors        per scene, T frames:
-        latents          (T, C, h, w)  frames, posterior mean x latent scale
-        hdmap_latents    (T, C, h, w)  HD-map condition images, same encoding
-        box_features     (T, N, F)     float32, see stage.latents.box_tokens.BOX_FEATURES
-        box_mask         (T, N)        uint8 (1 = box present)
-        frame_index      (T,)          int64
-        box_tokens       (T, N, D)     only with conditions.box_encoder: clip
-        anchor_token     (1, D)        only with conditions.anchor_encoder: clip (CLIP token of frame 0)
-
-A scene is re-encoded when its key changes (source hash of frames, HD map, boxes and meta, autoencoder
-hash, condition-encoder settings, dtype or format version) or when its shard no longer has the byte size
-and sha256 its manifest entry records (truncated, replaced, half-copied). Shards and manifest are written
-under temporary names and renamed, so an interrupted run leaves a consistent cache and resumes.
-
-The manifest and the shards are read back, so nothing in them is trusted: `LatentCache` refuses, with one
-line naming the file, a damaged manifest, an entry missing a field, a shard file name that is not a plain
-name in the cache folder, and a shard whose size, sha256, header or tensor shapes differ from its entry.
-The sha256 is checked for every shard when the cache is opened: about 2 ms for a 140-frame shard of the
-default config (2.3 MB), 16 ms for a 624-frame one, against the seconds a training run or rollout takes.
+Each scene's frames and HD map are encoded by the autoencoder, its boxes turned into box features (and,
+with CLIP encoders, box and anchor tokens); the files, the manifest, the re-encoding rule and the reader
+(`LatentCache`) are the cache format's, stage/formats/latent_cache.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from tqdm import tqdm
 
-from stage.atomic import write_text
 from stage.config import section_hash
-from stage.data.scene_format import ExtractedScene, open_split
-from stage.digest import file_digest, sha256_of
-from stage.errors import StageError
+from stage.formats.latent_cache import CacheWriter, new_manifest, scene_key, shard_path
+from stage.formats.scene import ExtractedScene, open_split
 from stage.latents.autoencoder import Codec
 from stage.latents.box_tokens import BOX_FEATURES, box_features
 from stage.latents.conditions import ConditionEncoder
-from stage.paths import name_problem, remove_tree, safe_name
-from stage.readback import field, open_safetensors, read_json, safetensors_header
 
-CACHE_FORMAT = 2  # 2: entries record each shard's byte size and sha256
-MANIFEST = "manifest.json"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def scene_hash(scene: ExtractedScene) -> str:
-    """Content hash of what the cache is made from: frames, HD map, boxes and meta of one scene."""
-    return sha256_of([scene.path / n for n in ("meta.json", "frames.npy", "hdmap.npy", "boxes.parquet")], named=True)
 
 
 def conditions_key(cond_cfg: dict) -> dict:
@@ -64,57 +32,6 @@ def conditions_key(cond_cfg: dict) -> dict:
     if cond_cfg["anchor_encoder"] == "clip":
         key.update(clip_vision_path=cond_cfg["clip_vision_path"])
     return key
-
-
-def _write_json(path: Path, data: dict) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=True))
-
-
-def encode_fix(cache_dir: str | Path) -> str:
-    return f"re-run `stage encode --out {cache_dir}`"
-
-
-def read_manifest(cache_dir: str | Path) -> dict | None:
-    """The manifest (a dict), None when there is none; StageError when it is not a readable JSON object."""
-    p = Path(cache_dir) / MANIFEST
-    return read_json(p, encode_fix(cache_dir)) if p.is_file() else None
-
-
-def _previous_scenes(out_dir: Path) -> dict:
-    """{scene: manifest entry} of the cache being updated; a damaged or old-format manifest counts as none
-    (every scene is re-encoded), since encode is what repairs a cache."""
-    try:
-        old = read_manifest(out_dir) or {}
-    except StageError as exc:
-        print(f"ignoring the damaged manifest, re-encoding every scene: {exc}")
-        return {}
-    scenes = old.get("scenes")
-    if old.get("format_version") != CACHE_FORMAT or not isinstance(scenes, dict):
-        return {}
-    return {name: entry for name, entry in scenes.items() if isinstance(entry, dict)}
-
-
-def shard_record(path: Path) -> dict:
-    """What a manifest entry records to recognise its shard: byte size and sha256."""
-    return {"size": path.stat().st_size, "sha256": file_digest(path)}
-
-
-def _shard_intact(shard: Path, entry: dict) -> bool:
-    """Whether the entry names `shard` (the scene's own file) and it has the recorded size and sha256."""
-    if entry.get("file") != shard.name or not shard.is_file():
-        return False
-    return shard.stat().st_size == entry.get("size") and file_digest(shard) == entry.get("sha256")
-
-
-def _remove_shard(out_dir: Path, name: str, entry: dict, kept: set[str]) -> None:
-    """Delete the shard of a scene that left the split, only if its recorded name is a file of the cache folder
-    that no kept scene uses (the name is read back from the old manifest, so it is not trusted)."""
-    file = entry.get("file", f"{name}.safetensors")
-    if name_problem(file):
-        print(f"not deleting {file!r} (recorded for removed scene {name}): not a file name in {out_dir}")
-        return
-    if file not in kept:
-        remove_tree(out_dir / file, out_dir)
 
 
 def encode_scene(scene: ExtractedScene, codec: Codec, conditions: ConditionEncoder, cond_cfg: dict,
@@ -149,163 +66,22 @@ def encode_split(data_dir: str | Path, out_dir: str | Path, codec: Codec, cond_c
     dtype = _DTYPES[cache_cfg["dtype"]]
     ckey = conditions_key(cond_cfg)
     chash = section_hash(ckey)
-    old_scenes = _previous_scenes(out_dir)
-    manifest = {
-        "format_version": CACHE_FORMAT,
-        "source": str(data_dir),
-        "dtype": cache_cfg["dtype"],
-        "autoencoder": {"hash": codec.hash, "path": codec.path, "scale": codec.scale, "factor": codec.factor,
-                        "latent_channels": codec.latent_channels},
-        "conditions": {"hash": chash, **ckey, "cross_attention_dim": cond_cfg["cross_attention_dim"]},
-        "order": [s.name for s in scenes],
-        "scenes": {},
-    }
+    writer = CacheWriter(out_dir, new_manifest(
+        data_dir, cache_cfg["dtype"],
+        {"hash": codec.hash, "path": codec.path, "scale": codec.scale, "factor": codec.factor,
+         "latent_channels": codec.latent_channels},
+        {"hash": chash, **ckey, "cross_attention_dim": cond_cfg["cross_attention_dim"]},
+        [s.name for s in scenes]))
     conditions = ConditionEncoder(cond_cfg, codec.latent_channels)
     encoded, skipped = [], []
     for scene in tqdm(scenes, desc="encode", unit="scene", disable=not progress):
-        src = scene_hash(scene)
-        key = {"source_hash": src, "autoencoder_hash": codec.hash, "conditions_hash": chash,
-               "dtype": cache_cfg["dtype"]}
-        prev = old_scenes.get(scene.name)
-        shard = out_dir / safe_name(f"{scene.name}.safetensors", "scene", Path(data_dir) / "index.json",
-                                    "rename the scene in the dataset")
-        if prev and all(prev.get(k) == v for k, v in key.items()):
-            if _shard_intact(shard, prev):
-                manifest["scenes"][scene.name] = prev
-                skipped.append(scene.name)
-                continue
-            print(f"re-encoding {scene.name}: shard {shard} does not match its manifest entry")
+        key = scene_key(scene, codec.hash, chash, cache_cfg["dtype"])
+        shard = shard_path(out_dir, scene.name, Path(data_dir) / "index.json")
+        if writer.reuse(scene.name, shard, key):
+            skipped.append(scene.name)
+            continue
         tensors = encode_scene(scene, codec, conditions, cond_cfg, dtype, cache_cfg["encode_batch_size"])
-        tmp = out_dir / f".{shard.name}.tmp-{os.getpid()}"
-        save_file(tensors, str(tmp), metadata={"scene": scene.name, **key})
-        record = shard_record(tmp)
-        os.replace(tmp, shard)
-        manifest["scenes"][scene.name] = {"file": shard.name, "n_frames": len(scene), **key, **record,
-                                          "shapes": {k: list(v.shape) for k, v in tensors.items()}}
+        writer.write(scene.name, shard, len(scene), tensors, key)
         encoded.append(scene.name)
-        # keep the manifest current after each scene, so an interrupted run resumes where it stopped
-        partial = {**manifest, "scenes": {**{k: v for k, v in old_scenes.items() if k not in manifest["scenes"]
-                                             and k in manifest["order"]}, **manifest["scenes"]}}
-        _write_json(out_dir / MANIFEST, partial)
-    removed = [name for name in old_scenes if name not in manifest["scenes"]]
-    _write_json(out_dir / MANIFEST, manifest)
-    kept = {entry["file"] for entry in manifest["scenes"].values()}
-    for name in removed:
-        _remove_shard(out_dir, name, old_scenes[name], kept)
+    removed = writer.finish()
     return {"encoded": encoded, "skipped": skipped, "removed": removed}
-
-
-@dataclass
-class SceneShard:
-    """Memory-mapped tensors of one cached scene (safetensors.safe_open)."""
-
-    name: str
-    path: Path
-    n_frames: int
-    sha256: str  # verified against the file when the cache was opened
-
-    def __post_init__(self):
-        self._f = None
-        self.keys = set(self._open().keys())
-
-    def _open(self):
-        if self._f is None:  # opened lazily, so shards pickle into DataLoader workers
-            self._f = open_safetensors(self.path, encode_fix(self.path.parent))
-        return self._f
-
-    def __getstate__(self):
-        return {**self.__dict__, "_f": None}
-
-    def get(self, key: str, index=slice(None)) -> torch.Tensor:
-        """Rows `index` (int or slice) of tensor `key`, read without loading the rest of the shard."""
-        t = self._open().get_slice(key)[index]
-        return t.bool() if key == "box_mask" else t
-
-
-_PER_FRAME = ("latents", "hdmap_latents", "box_features", "box_mask", "frame_index")  # every shard holds these
-
-
-def _check_shapes(shard: Path, recorded: dict, n_frames: int, fix: str) -> None:
-    """The shard's header against its manifest entry: the same tensors and shapes, T = n_frames rows each."""
-    _, shapes = safetensors_header(shard, fix)
-    for key in sorted(set(shapes) | set(recorded) | set(_PER_FRAME)):
-        if key not in shapes:
-            raise StageError(f"{shard}: tensor {key!r} is missing; {fix}")
-        if shapes[key] != recorded.get(key):
-            raise StageError(f"{shard}: tensor {key!r} has shape {shapes[key]}, its manifest entry records "
-                             f"{recorded.get(key)} (field 'shapes'); {fix}")
-        if key in _PER_FRAME and shapes[key][:1] != [n_frames]:
-            raise StageError(f"{shard}: tensor {key!r} has shape {shapes[key]}, not {n_frames} frames (field "
-                             f"'n_frames' of its manifest entry); {fix}")
-
-
-def _check_shard(shard: Path, entry: dict, where: str, fix: str) -> None:
-    """Size first (a stat), then sha256, then the header: each a one-line StageError naming the shard."""
-    size = field(entry, "size", where, fix, int)
-    if shard.stat().st_size != size:
-        raise StageError(f"{shard}: {shard.stat().st_size} bytes, its manifest entry records {size} (truncated or "
-                         f"replaced?); {fix}")
-    if file_digest(shard) != field(entry, "sha256", where, fix, str):
-        raise StageError(f"{shard}: its sha256 differs from its manifest entry (damaged or replaced); {fix}")
-    _check_shapes(shard, field(entry, "shapes", where, fix, dict), field(entry, "n_frames", where, fix, int), fix)
-
-
-class LatentCache:
-    """Read side of the cache. `expect_autoencoder_hash` guards against decoding with the wrong AE.
-
-    Every shard is verified on open (size, sha256, header, shapes; see the module notes for the cost), so a
-    damaged cache is refused here, in the main process, not in a DataLoader worker halfway through training."""
-
-    def __init__(self, cache_dir: str | Path, expect_autoencoder_hash: str | None = None):
-        self.dir = Path(cache_dir)
-        path, fix = self.dir / MANIFEST, encode_fix(self.dir)
-        self.manifest = read_manifest(self.dir)
-        if self.manifest is None:
-            raise StageError(f"no latent cache at {self.dir} ({MANIFEST} missing); run "
-                             f"`stage encode --out {self.dir}` first.")
-        if self.manifest.get("format_version") != CACHE_FORMAT:
-            raise StageError(f"{path} has cache format {self.manifest.get('format_version')}, this "
-                             f"code reads {CACHE_FORMAT}; re-run `stage encode --out {self.dir}`.")
-        ae = field(self.manifest, "autoencoder", path, fix, dict)
-        ae_where = f"{path} (autoencoder)"
-        ae_hash = field(ae, "hash", ae_where, fix, str)
-        if expect_autoencoder_hash is not None and ae_hash != expect_autoencoder_hash:
-            raise StageError(f"latent cache {self.dir} was made by autoencoder {ae_hash} ({ae.get('path')}), not by "
-                             f"the configured one ({expect_autoencoder_hash}); re-run `stage encode --out {self.dir}` "
-                             "with this autoencoder (or point to the matching cache).")
-        self.scale = float(field(ae, "scale", ae_where, fix, (int, float)))
-        self.latent_channels = field(ae, "latent_channels", ae_where, fix, int)  # what training builds on
-        self.autoencoder_hash = ae_hash
-        scenes = field(self.manifest, "scenes", path, fix, dict)
-        self.shards: list[SceneShard] = [self._shard(name, scenes, path, fix)
-                                         for name in field(self.manifest, "order", path, fix, list)]
-
-    def _shard(self, name, scenes: dict, path: Path, fix: str) -> SceneShard:
-        """The verified shard of scene `name` (an entry of the manifest's order)."""
-        safe_name(name, "scene", f"{path} (field 'order')", fix)
-        entry = scenes.get(name)
-        if entry is None:
-            raise StageError(f"{path}: no entry for scene {name}, so latent cache {self.dir} lacks it (interrupted "
-                             f"encode?); {fix}.")
-        where = f"{path} (scenes[{name!r}])"
-        if not isinstance(entry, dict):
-            raise StageError(f"{where}: the entry is a {type(entry).__name__}, not an object; {fix}")
-        file = safe_name(field(entry, "file", where, fix, str), "shard file", f"{where} (field 'file')", fix)
-        shard = self.dir / file
-        entry_ae = field(entry, "autoencoder_hash", where, fix, str)
-        if entry_ae != self.autoencoder_hash:
-            raise StageError(f"latent cache {self.dir}: scene {name} was encoded by autoencoder "
-                             f"{entry_ae}, the rest by {self.autoencoder_hash} (interrupted encode?); "
-                             f"re-run `stage encode --out {self.dir}`.")
-        if not shard.is_file():
-            raise StageError(f"{shard} is missing: latent cache {self.dir} lacks scene {name} (interrupted "
-                             f"encode?); {fix}.")
-        _check_shard(shard, entry, where, fix)
-        return SceneShard(name, shard, field(entry, "n_frames", where, fix, int), entry["sha256"])
-
-    def __len__(self) -> int:
-        return len(self.shards)
-
-    @property
-    def scene_names(self) -> list[str]:
-        return [s.name for s in self.shards]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stage.latents.cache import LatentCache
+from stage.formats.latent_cache import LatentCache
 
 _FRAME_KEYS = ("latents", "hdmap_latents", "box_features", "box_mask", "box_tokens", "frame_index")
 _RENAME = {"latents": "latent", "hdmap_latents": "hdmap_latent"}

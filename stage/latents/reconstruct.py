@@ -10,12 +10,14 @@ import torch
 from tqdm import tqdm
 
 from stage import paths
-from stage.data.scene_format import open_split
+from stage.formats.rollout_folder import FRAMES
+from stage.formats.scene import open_split
 from stage.latents.autoencoder import Codec, to_uint8
 
 
 def reconstruct_split(split_dir, out_dir, codec: Codec, batch_size: int = 32, progress: bool = True) -> list[str]:
-    """<out_dir>/<scene>/frames.npy for every scene of an extracted split (the layout `stage evaluate` reads)."""
+    """<out_dir>/<scene>/frames.npy for every scene of an extracted split (the reconstructions folder of
+    stage/formats/rollout_folder.py, which `stage evaluate` reads)."""
     scenes = open_split(split_dir)  # scene names checked there: each is one safe folder name
     out_dir = paths.output_dir(out_dir)
     for scene in tqdm(scenes, desc="reconstruct", unit="scene", disable=not progress):
@@ -23,7 +25,7 @@ def reconstruct_split(split_dir, out_dir, codec: Codec, batch_size: int = 32, pr
         tmp = out_dir / f".{scene.name}.tmp"
         paths.remove_tree(tmp, out_dir)
         tmp.mkdir()
-        out = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=np.uint8, shape=frames.shape)
+        out = np.lib.format.open_memmap(tmp / FRAMES, mode="w+", dtype=np.uint8, shape=frames.shape)
         with torch.no_grad():
             for a in range(0, len(frames), batch_size):
                 out[a:a + batch_size] = to_uint8(codec.decode(codec.encode(np.asarray(frames[a:a + batch_size]))))

@@ -1,7 +1,7 @@
 """STAGE's denoiser: 12-channel conditioned UNet, anchor attention, HTFT and EDM v-prediction.
 
     from stage import config
-    from stage.model import build_model, FrameConditions, new_buffers, sample_frame, param_groups
+    from stage.model import build_model, FrameConditions, load_trained, new_buffers, sample_frame, param_groups
 
     model = build_model(config.default())                      # embedded default; config/paper.yaml = paper
     cond = FrameConditions(cond_latent, map_latent, box_tokens, anchor_tokens)   # (B,4,h,w) x2, (B,70,D), (B,1,D)
@@ -9,9 +9,10 @@
     buffers = new_buffers(model)                               # one StreamingBuffer per sampling step
     latent = sample_frame(model, cond, buffers, generator=torch.Generator().manual_seed(0))
     groups = param_groups(model, stage=2)                      # for torch.optim.AdamW
+    model, conditions = load_trained(run_dir)                  # a trained run's files (stage.formats.trained_run)
 """
 
-from stage.model.checkpoint import load_checkpoint, save_checkpoint
+from stage.model.checkpoint import load_checkpoint, load_trained, save_checkpoint
 from stage.model.denoiser import FrameConditions, StageModel, augment_conditions
 from stage.model.htft import HTFT, HTFTFusion
 from stage.model.param_groups import freeze_for_stage, param_groups, trainable_names
@@ -28,5 +29,6 @@ def build_model(config: dict) -> StageModel:
 __all__ = [
     "FrameConditions", "HTFT", "HTFTFusion", "StageModel", "StageUNet", "StepBuffers", "StreamingBuffer",
     "augment_conditions", "build_model", "freeze_for_stage", "load_checkpoint", "load_pretrained_unet",
-    "new_buffers", "pad_input_channels", "param_groups", "sample_frame", "save_checkpoint", "trainable_names",
+    "load_trained", "new_buffers", "pad_input_channels", "param_groups", "sample_frame", "save_checkpoint",
+    "trainable_names",
 ]

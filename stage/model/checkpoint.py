@@ -1,53 +1,28 @@
-"""Save and load a StageModel as safetensors (never pickles); the model/diffusion config rides along as metadata."""
+"""A StageModel (and its condition encoders) to and from a trained run's files, stage.formats.trained_run: the
+model's config rides along as metadata, so the model is rebuilt from the file alone."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from diffusers import UNet2DConditionModel
-from safetensors.torch import load_model, save_model
 
 from stage.errors import StageError
+from stage.formats import trained_run
+from stage.formats.trained_run import CONDITIONS, FIX, MODEL, shape_problems
 from stage.model.denoiser import StageModel
-from stage.readback import field, safetensors_header
+from stage.readback import field
 
-FIX = "re-run the `stage train` that wrote it (its --out holds model.safetensors)"
+TRAINED_FIX = "re-run the `stage train` that wrote this folder (its --out)"
+
+
+def metadata_sections(model: StageModel) -> dict:
+    """The config sections model.safetensors records: what rebuilds the model."""
+    return {"model": model.model_cfg, "diffusion": model.diffusion_cfg, "backbone": dict(model.unet.unet.config)}
 
 
 def save_checkpoint(model: StageModel, path: str | Path, extra: dict | None = None) -> None:
-    meta = {"model": json.dumps(model.model_cfg), "diffusion": json.dumps(model.diffusion_cfg),
-            "backbone": json.dumps(dict(model.unet.unet.config))}
-    meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(path), metadata=meta)
-
-
-def _decode_metadata(path: Path, strings: dict[str, str], fix: str) -> dict:
-    meta = {}
-    for key, text in strings.items():
-        try:
-            meta[key] = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise StageError(f"{path}: metadata field {key!r} is not valid JSON ({exc.msg}); {fix}") from exc
-    return meta
-
-
-def read_metadata(path: str | Path, fix: str = FIX) -> dict:
-    """The checkpoint's metadata, JSON-decoded (StageError naming the file when it cannot be read)."""
-    strings, _ = safetensors_header(path, fix)
-    return _decode_metadata(Path(path), strings, fix)
-
-
-def shape_problems(path: Path, shapes: dict[str, list[int]], expected: dict[str, list[int]]) -> str | None:
-    """A one-line account of how a file's tensors differ from the expected names and shapes, or None."""
-    missing = [k for k in expected if k not in shapes]
-    unexpected = [k for k in shapes if k not in expected]
-    wrong = [f"{k} {shapes[k]} != {expected[k]}" for k in expected if k in shapes and list(shapes[k]) != list(expected[k])]
-    if not (missing or unexpected or wrong):
-        return None
-    return (f"{path}: its tensors do not match the ones the config builds (missing {missing[:3]}, unexpected {unexpected[:3]}, "
-            f"wrong shape {wrong[:3]})")
+    trained_run.write_model(model, path, metadata_sections(model), extra)
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu", fix: str = FIX) -> StageModel:
@@ -57,9 +32,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu", fix: str = FIX) -> St
     metadata that builds no model, is a StageError naming the file (and the field).
     """
     path = Path(path)
-    strings, shapes = safetensors_header(path, fix)
-    meta = _decode_metadata(path, strings, fix)
-    parts = {key: field(meta, key, path, fix, dict) for key in ("backbone", "model", "diffusion")}
+    meta, shapes = trained_run.read_header(path, fix)
+    parts = trained_run.model_sections(path, meta, fix)
     try:
         backbone = UNet2DConditionModel.from_config(parts["backbone"])
         model = StageModel.from_config({"model": parts["model"], "diffusion": parts["diffusion"]}, backbone=backbone)
@@ -70,9 +44,32 @@ def load_checkpoint(path: str | Path, device: str = "cpu", fix: str = FIX) -> St
     problem = shape_problems(path, shapes, {k: list(v.shape) for k, v in model.state_dict().items()})
     if problem:
         raise StageError(f"{problem}; {fix}")
-    try:
-        load_model(model, str(path), strict=True, device=str(device))
-    except Exception as exc:  # the header was intact; a read error past it
-        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-        raise StageError(f"{path}: its tensors cannot be read ({detail}); {fix}") from exc
+    model.load_state_dict(trained_run.read_tensors(path, fix, device=str(device)), strict=True)
     return model
+
+
+def load_trained(directory: str | Path, config: dict | None = None, device: str = "cpu"):
+    """(StageModel, ConditionEncoder) of a finished training run's --out directory, for rollouts.
+
+    config: the full config (its `conditions` section builds the encoder); default: the one stored in the files.
+    A damaged file is a StageError naming it.
+    """
+    from stage.latents.conditions import build_condition_encoder
+
+    directory = Path(directory)
+    model = load_checkpoint(directory / MODEL, device=device, fix=TRAINED_FIX)
+    cpath = directory / CONDITIONS
+    meta, _ = trained_run.read_header(cpath, TRAINED_FIX)
+    cond_cfg = config["conditions"] if config is not None else field(meta, "conditions", cpath, TRAINED_FIX)
+    try:
+        conditions = build_condition_encoder(cond_cfg, model.unet.unet.config.out_channels, device)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StageError(f"{cpath}: metadata field 'conditions' builds no condition encoder "
+                         f"({type(exc).__name__}: {exc}); {TRAINED_FIX}") from exc
+    cw = trained_run.read_tensors(cpath, TRAINED_FIX, device=device)
+    problem = shape_problems(cpath, {k: list(v.shape) for k, v in cw.items()},
+                             {k: list(v.shape) for k, v in conditions.state_dict().items()})
+    if problem:
+        raise StageError(f"{problem}; {TRAINED_FIX}")
+    conditions.load_state_dict(cw, strict=True)
+    return model, conditions

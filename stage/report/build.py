@@ -19,8 +19,9 @@ from pathlib import Path
 
 from stage.config import REPO_ROOT, section_hash
 from stage.errors import StageError
-from stage.report import figures, findings, metrics_file, provenance, streams, tables, videos
-from stage.report.metrics_file import Metrics
+from stage.formats import metrics
+from stage.formats.metrics import Metrics
+from stage.report import figures, findings, provenance, streams, tables, videos
 from stage.report.pdf import PAGE_WIDTH, Report
 from stage.report.published import PEERS, STAGE_PAPER
 
@@ -32,7 +33,7 @@ CAPTIONS = {
     "drift_kid": "KID per segment against the pooled real distribution (lower is better), one line per variant "
                  "with its 95% interval band; grey lines: baselines.",
     "collapse": "Time to collapse, one marker per stream; hollow markers at the rollout length did not collapse.",
-    "strips": "One stream: ground truth and each variant at T = 1, 40, 120, 240, 360, 480, 600 (1-based).",
+    "strips": "One stream: ground truth and each variant at T = {strip_frames} (1-based).",
     "losses": "Training loss per step (log scale) with its running mean, per training run.",
     "noise_levels": "Noise levels: the density of the training sigmas against the sigmas a sampling pass "
                     "evaluates the denoiser at (red; labels give the share of training sigmas beyond each).",
@@ -72,7 +73,7 @@ def make_figures(results: str | Path, config: dict, stream: tuple[str, int] | No
     """Everything the `figures` rule flags for Snakemake's report, under <results>/figures and /videos;
     `stream` (scene, seed) is the one shown in the frame strip and the videos."""
     results = Path(results)
-    m = metrics_file.load(results / "metrics.json")
+    m = metrics.load(results / "metrics.json")
     out = results / "figures"
     segments = figures.read_segments(results / "evaluation" / "segments.csv")
     kinds = {name: m.kind(name) for name in m.generated() + m.baselines()}
@@ -203,12 +204,13 @@ def _published(doc: Report, m: Metrics) -> None:
                    "clips). Our numbers use other data and detectors" + (" (proxies)" if _proxy(m) else "") + ".")
 
 
-def _figures(doc: Report, results: Path) -> None:
+def _figures(doc: Report, results: Path, config: dict) -> None:
     doc.page_break()
     doc.heading("Figures")
+    strip_frames = ", ".join(str(t) for t in config["rollout"]["strip_frames"])
     for name, caption in CAPTIONS.items():
         if (png := results / "figures" / f"{name}.png").is_file():
-            doc.figure(png, caption)
+            doc.figure(png, caption.format(strip_frames=strip_frames))
     if (sheet := results / "figures" / "contact_sheet.png").is_file():
         doc.figure(sheet, "The training data: frames, and frames with their HD-map and box layouts.")
 
@@ -259,7 +261,7 @@ def _provenance(doc: Report, results: Path, config: dict) -> None:
 
 def build_report(results: str | Path, config: dict, out: str | Path) -> Path:
     results = Path(results).resolve()
-    m = metrics_file.load(results / "metrics.json")
+    m = metrics.load(results / "metrics.json")
     doc = Report("STAGE reproduction report")
     doc.paragraph(f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by `stage report`.")
     _read_first(doc, m)
@@ -269,6 +271,6 @@ def build_report(results: str | Path, config: dict, out: str | Path) -> Path:
     _training_tables(doc, results)
     _published(doc, m)
     _notes(doc, m)
-    _figures(doc, results)
+    _figures(doc, results, config)
     _provenance(doc, results, config)
     return doc.write(out)

@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 
 from stage.errors import StageError
-from stage.report.metrics_file import BASELINE_LABELS, FIX, higher_is_better
+from stage.formats.metrics import BASELINE_LABELS, FIX, SEGMENT_SUMMARY, higher_is_better
 
-SEGMENT_COLUMNS = ("variant", "segment_start", "segment_end", "metric", "mean", "ci_low", "ci_high")
 # Baselines: grey or black, each its own dash pattern, so they read as references and not as models.
 BASELINE_STYLE = {"still_photograph": dict(color="0.35", ls="--", lw=1.6),
                   "persistence": dict(color="0.55", ls=":", lw=1.8),
@@ -51,7 +50,7 @@ def read_segments(path: Path) -> pd.DataFrame:
         df = pd.read_csv(path)
     except (ValueError, UnicodeDecodeError) as exc:
         raise StageError(f"{path}: not a readable CSV table ({' '.join(str(exc).split())[:120]}); {FIX}") from exc
-    missing = [c for c in SEGMENT_COLUMNS if c not in df.columns]
+    missing = [c for c in SEGMENT_SUMMARY if c not in df.columns]
     if missing:
         raise StageError(f"{path}: lacks the columns {missing}; {FIX}")
     for c in ("segment_start", "segment_end", "mean", "ci_low", "ci_high"):

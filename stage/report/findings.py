@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stage.report.metrics_file import Metrics, higher_is_better
+from stage.formats.metrics import Metrics, higher_is_better
 from stage.report.tables import frames_label, interval
 
 STILL, PERSISTENCE = "still_photograph", "persistence"

@@ -1,8 +1,8 @@
 """Where the report finds one stream's files: the one place in the report that turns (variant, scene, seed)
-into paths (through the rollout writer's own stream_dir).
+into paths, through the artifacts' format modules.
 
-    <results>/rollouts/<variant>/<scene>/seed-<seed>/frames.npy, video.mp4   `stage rollout`
-    <results>/extracted/<long split>/<scene>/frames.npy                      ground truth (`stage extract`)
+    <results>/rollouts/<variant>/<scene>/seed-<seed>/   frames and mp4 preview (stage/formats/rollout_folder.py)
+    <results>/extracted/<long split>/<scene>/           ground truth (`stage extract`, stage/formats/scene.py)
 
 Scene names come from metrics.json (data), so they are checked as path components before use.
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stage.data.scene_format import ExtractedScene
 from stage.errors import StageError
-from stage.evaluate.inputs import RERUN_ROLLOUT, load_frames, stream_id
+from stage.formats.rollout_folder import FRAMES, RERUN_ROLLOUT, VIDEO, load_frames, stream_dir, stream_id
+from stage.formats.scene import ExtractedScene
 from stage.paths import child, safe_name
 
 FIX = "re-run `stage evaluate` on the rollouts it should report"
@@ -23,8 +23,6 @@ __all__ = ["stream_id", "rollout_folder", "rollout_frames", "rollout_video", "gr
 
 
 def rollout_folder(rollouts: Path, variant: str, scene: str, seed: int) -> Path:
-    from stage.rollout.streams import stream_dir  # the writer's own layout (imports torch: only when needed)
-
     where = Path(rollouts) / "metrics.json streams"
     folder = stream_dir(child(rollouts, variant, "variant", where, FIX), safe_name(scene, "scene", where, FIX),
                         int(seed))
@@ -36,14 +34,14 @@ def rollout_folder(rollouts: Path, variant: str, scene: str, seed: int) -> Path:
 
 def rollout_frames(rollouts: Path, variant: str, scene: str, seed: int) -> np.ndarray:
     """uint8 (T, H, W, 3) decoded frames of one stream, memory-mapped."""
-    return load_frames(rollout_folder(rollouts, variant, scene, seed) / "frames.npy", RERUN_ROLLOUT)
+    return load_frames(rollout_folder(rollouts, variant, scene, seed) / FRAMES, RERUN_ROLLOUT)
 
 
 def rollout_video(rollouts: Path, variant: str, scene: str, seed: int) -> Path:
-    """One stream's video.mp4 preview."""
-    path = rollout_folder(rollouts, variant, scene, seed) / "video.mp4"
+    """One stream's mp4 preview."""
+    path = rollout_folder(rollouts, variant, scene, seed) / VIDEO
     if not path.is_file():
-        raise StageError(f"{path} is missing (each rollout folder holds its video.mp4 preview); {RERUN_ROLLOUT}")
+        raise StageError(f"{path} is missing (each rollout folder holds its {VIDEO} preview); {RERUN_ROLLOUT}")
     return path
 
 

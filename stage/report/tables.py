@@ -10,7 +10,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from stage.atomic import write_text
-from stage.report.metrics_file import Metrics, higher_is_better
+from stage.formats.metrics import Metrics, higher_is_better
 from stage.report.pdf import fmt
 
 DASH = "\u2014"

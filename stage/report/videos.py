@@ -1,4 +1,4 @@
-"""Videos for Snakemake's HTML report (`snakemake --report`): each variant's video.mp4 of one stream, copied
+"""Videos for Snakemake's HTML report (`snakemake --report`): each variant's mp4 preview of one stream, copied
 to <results>/videos/<variant>.mp4, and one side-by-side video of that stream (ground truth and every variant
 in a grid, frame-synchronous, labelled) inside a self-contained HTML page. The report shows HTML results
 inline but offers an mp4 only as a download, so the page is where the variants are watched together."""
@@ -62,7 +62,7 @@ def tiled_frames(rows: list[tuple[str, np.ndarray]]):
 
 
 def side_by_side(rows: list[tuple[str, np.ndarray]], out: Path, fps: float) -> Path:
-    from stage.rollout.outputs import write_video
+    from stage.formats.rollout_folder import write_video
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

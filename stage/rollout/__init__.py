@@ -10,30 +10,20 @@ per-step StreamingBuffers run with a batch dimension of streams), each with its 
 token, noise generator and folder. `--teacher-forced` conditions frame t on the real frame t-1 from the
 cache (the one-step quality run, `rollout.teacher_forced_frames` frames) instead of the generated one.
 
-One stream folder, <out>/<scene>/seed-<seed>/ (the format `stage evaluate` reads; stage/evaluate/inputs.py):
-
-    frames.npy            uint8 (T, H, W, 3) decoded frames, lossless
-    meta.json             {"variant", "scene", "seed", "n_frames", "condition": "generated" | "real",
-                           "batch": [stream ids "<scene>/seed-<seed>" generated together], "lanes",
-                           "layout_source": per-frame "gt" / forecaster name, "layout_runs": [[source, start,
-                           end), ...], "gt_frames", "forecaster", "checkpoint": {"path", "sha256"},
-                           "config_hash", "num_steps", "htft", "settings" (the stream's identity), ...}
-    latents.safetensors   "latents" (T, C, h, w): the generated latents
-    video.mp4             H.264 preview (never scored)
-    strip.png             frames T = 1, 40, 120, 240, 360, 480, 600 (1-based, those that exist), side by side
-    timings.json          per-frame seconds of the batch, frames/s per stream and of all streams, batch size,
-                          peak memory (at every state checkpoint and at the end)
+Each stream is written to its folder <out>/<scene>/seed-<seed>/ (decoded frames, its metadata and identity,
+latents, an mp4 preview, a frame strip, timings), the format `stage evaluate` reads, stated in
+stage/formats/rollout_folder.py.
 
 Modules: streaming.py (`rollout`: the method's steps), streams.py (a stream: folders, inputs, identity),
 batch.py (the batch runner: conditions, lanes, decoding, state checkpoints), resume.py (where a resume
 continues), layouts.py (GT layouts from the cache, then the forecaster), forecaster.py (the pluggable
-forecasters + registry), state.py (per-stream state checkpoints), outputs.py (the files above),
-loading.py (checkpoint -> model + condition encoders, config checks).
+forecasters + registry), state.py (per-stream state checkpoints), loading.py (checkpoint -> model +
+condition encoders, config checks).
 """
 
 from stage.rollout.forecaster import (FORECASTERS, ForecastContext, Layout, LayoutForecaster, build_forecaster,
                                       register_forecaster)
-from stage.rollout.streaming import rollout
+from stage.rollout.streaming import Generator, Job, rollout
 
-__all__ = ["FORECASTERS", "ForecastContext", "Layout", "LayoutForecaster", "build_forecaster", "register_forecaster",
-           "rollout"]
+__all__ = ["FORECASTERS", "ForecastContext", "Generator", "Job", "Layout", "LayoutForecaster", "build_forecaster",
+           "register_forecaster", "rollout"]

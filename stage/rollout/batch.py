@@ -5,13 +5,13 @@ Frame t of the batch:
      generated frame t-1, or with teacher forcing the real one from the cache), its scene's layout at t
      and anchor token (zeros at frame 0, as in training), stacked along the batch;
   2. one sampling pass per lane, each stream's noise drawn from its own generator;
-  3. each lane's latents decoded in one call, written into the streams' frames.npy and latents.npy;
+  3. each lane's latents decoded in one call, frames and latents written into the streams' work folders;
   4. every `rollout.checkpoint_every` frames (and on SIGTERM) one state checkpoint per stream.
 
 A lane is a contiguous slice of the batch with its own StepBuffers, run on its own thread with one torch
 thread: on 2 cores two lanes beat one batch on two threads (benchmarks/rollout.py). Memory stays
 constant in the video length: the buffers hold `buffer_size` frames per step, and the generated latents
-go to disk (latents.npy) as the frames do.
+go to disk in the work folder as the frames do.
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ class BatchRun:
     # ---- the loop -------------------------------------------------------------------------------------
     def run(self, progress: bool = True, on_frame: Callable[[int], None] | None = None) -> tuple[str, int]:
         """Frames start..n_frames-1: ("done", n_frames), or ("stopped", frames done) after a SIGTERM (state
-        written). `on_frame(t)` is called after frame t is written (tests use it to interrupt a run)."""
+        written). `on_frame(t)` is called after frame t is written (progress, timing; raising stops the run)."""
         from tqdm import tqdm
 
         n, every = self.spec.n_frames, self.spec.checkpoint_every

@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 from pyquaternion import Quaternion
 
-from stage.data.scene_format import BOX_COLUMNS, ExtractedScene
 from stage.errors import StageError
+from stage.formats.scene import BOX_COLUMNS, ExtractedScene
 from stage.latents.box_tokens import box_features
 
 

@@ -18,8 +18,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from stage.formats.latent_cache import SceneShard
 from stage.latents.autoencoder import Codec
-from stage.latents.cache import SceneShard
 from stage.rollout.forecaster import ForecastContext, LayoutForecaster, build_forecaster
 
 GT = "gt"

@@ -1,10 +1,9 @@
 """Load a trained model + condition encoders for a rollout, with errors that say what does not match.
 
-A checkpoint is a training run's --out folder (model.safetensors + conditions.safetensors, written by
-stage.train.checkpointing.export_weights) or its model.safetensors. Loading goes through the training
-package's `load_trained`; before that, the checkpoint's tensors are compared with the model the config
-describes (built on the meta device, no memory), so a checkpoint of another config is named as such,
-with the config keys that differ.
+A checkpoint is a training run's --out folder (model.safetensors + conditions.safetensors, the format of
+stage.formats.trained_run) or its model.safetensors. Loading goes through `stage.model.load_trained`; before
+that, the checkpoint's tensors are compared with the model the config describes (built on the meta device,
+no memory), so a checkpoint of another config is named as such, with the config keys that differ.
 """
 
 from __future__ import annotations
@@ -16,31 +15,22 @@ import torch
 
 from stage.digest import file_digest
 from stage.errors import StageError
-from stage.readback import safetensors_header
+from stage.formats.trained_run import CONDITIONS, MODEL, read_header
 
 REEXPORT = "re-export it with `stage train`"
 
 
 def checkpoint_files(path: str | Path) -> tuple[Path, Path]:
     path = Path(path)
-    model = path / "model.safetensors" if path.is_dir() else path
+    model = path / MODEL if path.is_dir() else path
     if not model.is_file():
         raise StageError(f"checkpoint {path} not found: pass --checkpoint the --out folder of `stage train` "
                          "(holding model.safetensors and conditions.safetensors) or its model.safetensors")
-    cond = model.with_name("conditions.safetensors")
+    cond = model.with_name(CONDITIONS)
     if not cond.is_file():
         raise StageError(f"{cond} is missing: a rollout needs the condition encoders trained with the model "
                          "(`stage train` writes both files into its --out folder)")
     return model, cond
-
-
-def _metadata(path: Path) -> tuple[dict, dict[str, list[int]]]:
-    strings, shapes = safetensors_header(path, REEXPORT)
-    try:
-        meta = {k: json.loads(v) for k, v in strings.items()}
-    except json.JSONDecodeError as exc:
-        raise StageError(f"{path}: its metadata is not JSON ({exc}); {REEXPORT}") from exc
-    return meta, shapes
 
 
 def config_differences(a, b, prefix: str) -> list[str]:
@@ -73,7 +63,7 @@ def check_against_config(model_path: Path, cond_path: Path, config: dict) -> dic
     from stage.latents.conditions import ConditionEncoder
     from stage.model import build_model
 
-    meta, shapes = _metadata(model_path)
+    meta, shapes = read_header(model_path, REEXPORT)
     htft = meta.get("model", {}).get("htft") if isinstance(meta.get("model"), dict) else None
     if not all(isinstance(meta.get(k), dict) for k in ("model", "diffusion", "backbone")) or not isinstance(htft, dict):
         raise StageError(f"{model_path} carries no model/diffusion config metadata: it was not written by "
@@ -85,7 +75,7 @@ def check_against_config(model_path: Path, cond_path: Path, config: dict) -> dic
         with torch.device("meta"):
             expected = {k: list(v.shape) for k, v in build_model(expect_cfg).state_dict().items()}
         problems = _shape_mismatches(expected, shapes)
-    cmeta, cshapes = _metadata(cond_path)
+    cmeta, cshapes = read_header(cond_path, REEXPORT)
     with torch.device("meta"):
         cexpected = {k: list(v.shape) for k, v in ConditionEncoder(
             config["conditions"], int(meta["backbone"].get("out_channels", 4))).state_dict().items()}
@@ -103,23 +93,11 @@ def check_against_config(model_path: Path, cond_path: Path, config: dict) -> dic
 
 def load_for_rollout(path: str | Path, config: dict, device="cpu"):
     """(model in eval mode, condition encoder, {"path", "sha256", "htft", "metadata"})."""
+    from stage.model import load_trained
+
     model_path, cond_path = checkpoint_files(path)
     meta = check_against_config(model_path, cond_path, config)
-    try:
-        from stage.train.checkpointing import load_trained
-    except ImportError:  # training package absent: the same two steps by hand
-        load_trained = None
-    if load_trained is not None:
-        model, conditions = load_trained(model_path.parent, config, device)
-    else:
-        from safetensors.torch import load_file
-
-        from stage.latents.conditions import build_condition_encoder
-        from stage.model import load_checkpoint
-
-        model = load_checkpoint(model_path, device=device)
-        conditions = build_condition_encoder(config["conditions"], model.unet.unet.config.out_channels, device)
-        conditions.load_state_dict(load_file(str(cond_path), device=str(device)), strict=True)
+    model, conditions = load_trained(model_path.parent, config, device)
     model.eval().requires_grad_(False)
     conditions.eval().requires_grad_(False)
     info = {"path": str(model_path.parent), "sha256": file_digest(model_path, cond_path),

@@ -1,7 +1,9 @@
 """Streaming rollouts of many streams at once: every (scene, seed) of a job generated as one batch.
 
-    result = rollout(model, conditions, codec, cache, ["scene-0001", "scene-0002"], "rollouts/full", config,
-                     variant="full", seeds=[0, 1, 2], data_dir=..., dataroot=..., n_frames=600, resume=False)
+    gen = Generator(model, conditions, codec, checkpoint_info)          # rollout.loading.load_for_rollout
+    job = Job("full", ["scene-0001", "scene-0002"], "rollouts/full", cache, seeds=[0, 1, 2], n_frames=600,
+              data_dir=..., dataroot=...)
+    result = rollout(gen, job, config, resume=False)
     # -> rollouts/full/scene-0001/seed-0/ ... rollouts/full/scene-0002/seed-2/
 
 Frame 0 of each stream conditions on its scene's real first latent (anchor token zeros, as in training);
@@ -24,6 +26,7 @@ identity (stage/rollout/streams.py) is skipped; anything else, damaged or stale,
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,16 +34,17 @@ import torch
 
 from stage.config import check_one_sampler, section_hash
 from stage.errors import StageError
+from stage.formats import rollout_folder
+from stage.formats.latent_cache import LatentCache, SceneShard
+from stage.formats.rollout_folder import stream_dir, work_dir
 from stage.latents.autoencoder import Codec
-from stage.latents.cache import LatentCache, SceneShard
 from stage.model import new_buffers, precision
 from stage.paths import remove_tree
-from stage.rollout import outputs
 from stage.rollout.batch import BatchRun, Spec, peak_rss_mb
 from stage.rollout.forecaster import ForecastContext
 from stage.rollout.layouts import LayoutStream
 from stage.rollout.resume import RESTART, resume_point
-from stage.rollout.streams import REGENERATE, SceneInputs, Stream, finished_meta, stream_dir, work_dir
+from stage.rollout.streams import REGENERATE, SceneInputs, Stream, finished_meta
 
 STOPPED = 143  # 128 + SIGTERM: the rollout was stopped after writing a state checkpoint
 # Rollout keys that do not change a stream's frames (presentation, scheduling), or are kept in its identity
@@ -48,7 +52,41 @@ STOPPED = 143  # 128 + SIGTERM: the rollout was stopped after writing a state ch
 NOT_IN_IDENTITY = ("strip_frames", "mp4_fps", "checkpoint_every", "frames", "teacher_forced_frames", "seeds",
                    "device", "gpus", "threads")
 
-__all__ = ["REGENERATE", "RESTART", "STOPPED", "find_scene", "find_shard", "rollout", "settings_hash", "work_dir"]
+__all__ = ["REGENERATE", "RESTART", "STOPPED", "Generator", "Job", "find_scene", "find_shard", "rollout",
+           "settings_hash", "work_dir"]
+
+
+@dataclass(frozen=True)
+class Generator:
+    """A trained variant ready to roll out: its denoiser, condition encoders, the autoencoder that decodes its
+    latents, and where its weights came from ({"path", "sha256"[, "train"]}, as load_for_rollout gives)."""
+
+    model: torch.nn.Module
+    conditions: torch.nn.Module
+    codec: Codec
+    checkpoint: dict = field(default_factory=lambda: {"path": None, "sha256": None})
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+@dataclass(frozen=True)
+class Job:
+    """The streams to generate: `scenes` x `seeds` of one variant, `n_frames` each, into <out>/<scene>/seed-<seed>.
+    The cache holds the scenes' latents and recorded layouts; past the recording the forecaster reads the
+    extracted split `data_dir` and the map under `dataroot`. seeds: default rollout.seeds; n_frames: default
+    rollout.frames (rollout.teacher_forced_frames when `teacher_forced`: frame t conditioned on real frame t-1)."""
+
+    variant: str
+    scenes: Sequence[str]
+    out: str | Path
+    cache: LatentCache
+    seeds: Sequence[int] | None = None
+    n_frames: int | None = None
+    teacher_forced: bool = False
+    data_dir: str | Path | None = None
+    dataroot: str | Path | None = None
 
 
 def find_shard(cache: LatentCache, scene: str) -> SceneShard:
@@ -59,7 +97,7 @@ def find_shard(cache: LatentCache, scene: str) -> SceneShard:
 
 
 def find_scene(data_dir: str | Path, scene: str):
-    from stage.data.scene_format import open_split
+    from stage.formats.scene import open_split
 
     scenes = open_split(data_dir)
     for s in scenes:
@@ -118,8 +156,7 @@ def _checked_shard(model, cache: LatentCache, scene: str, n_frames: int, teacher
     return shard, ext_scene
 
 
-def _scene_inputs(conditions, codec: Codec, shard: SceneShard, ext_scene, config: dict, n_frames: int, dataroot,
-                  device) -> SceneInputs:
+def _scene_inputs(gen: Generator, shard: SceneShard, ext_scene, config: dict, n_frames: int, dataroot) -> SceneInputs:
     """What the streams of one scene read: its layouts (the forecaster built if they run past the recording),
     anchor token and real first latent."""
     rcfg = config["rollout"]
@@ -129,17 +166,18 @@ def _scene_inputs(conditions, codec: Codec, shard: SceneShard, ext_scene, config
                                rcfg.get(rcfg["forecaster"], {}), config["extract"],
                                config["conditions"]["max_boxes"], config["conditions"]["visible_only"])
 
-    layouts = LayoutStream(shard, n_frames, codec, rcfg["forecaster"], context, device)
-    return SceneInputs(shard, layouts, _anchor_tokens(conditions, shard, ext_scene, device),
+    device = gen.device
+    layouts = LayoutStream(shard, n_frames, gen.codec, rcfg["forecaster"], context, device)
+    return SceneInputs(shard, layouts, _anchor_tokens(gen.conditions, shard, ext_scene, device),
                        shard.get("latents", slice(0, 1)).float().to(device), min(shard.n_frames, n_frames))
 
 
-def _shared_identity(spec: Spec, config: dict, codec: Codec, checkpoint_info: dict) -> dict:
+def _shared_identity(spec: Spec, config: dict, gen: Generator) -> dict:
     """The identity keys every stream of the job shares (scene, seed and the cache digest are its own)."""
     return {"variant": spec.variant, "n_frames": spec.n_frames,
             "condition": "real" if spec.teacher_forced else "generated", "num_steps": spec.num_steps,
-            "checkpoint_sha256": checkpoint_info.get("sha256"), "config_hash": settings_hash(config),
-            "autoencoder_hash": codec.hash, "decode_precision": codec.decode_precision,
+            "checkpoint_sha256": gen.checkpoint.get("sha256"), "config_hash": settings_hash(config),
+            "autoencoder_hash": gen.codec.hash, "decode_precision": gen.codec.decode_precision,
             "forecaster": config["rollout"]["forecaster"]}
 
 
@@ -193,54 +231,66 @@ def _lane_count(lanes: int | None, n_streams: int, device: torch.device) -> int:
 
 
 @torch.inference_mode()
-def rollout(model, conditions, codec: Codec, cache: LatentCache, scenes: Sequence[str], out: str | Path,
-            config: dict, *, variant: str, seeds: Sequence[int] | None = None, data_dir: str | Path | None = None,
-            dataroot: str | Path | None = None, n_frames: int | None = None, teacher_forced: bool = False,
-            resume: bool = False, checkpoint_info: dict | None = None, progress: bool = True,
+def rollout(gen: Generator, job: Job, config: dict, *, resume: bool = False, progress: bool = True,
             on_frame: Callable[[int], None] | None = None, lanes: int | None = None) -> dict:
-    """Generate `n_frames` frames of every stream (scene, seed) into `out`/<scene>/seed-<seed>, as one batch.
+    """Generate every stream of `job` with `gen`, as one batch (or batches of rollout.batch_streams).
 
-    n_frames: default rollout.frames (rollout.teacher_forced_frames with `teacher_forced`); seeds: default
-    rollout.seeds; lanes: CPU lanes the batch is split into (default: torch's thread count; 1 on a GPU).
+    resume: continue from the streams' state checkpoints and skip finished streams of the same identity;
+    on_frame(t): called once frame t of every stream of the batch is written (progress, timing, or to stop a
+    run by raising); lanes: CPU lanes the batch is split into (default torch's thread count; 1 on a GPU).
     Returns {"status": "done" | "stopped" | "complete", "out", "streams": {stream id: {"out", "meta"
-    [, "timings"]}}}; `on_frame(t)` is called after frame t of every stream is written.
+    [, "timings"]}}}.
     """
     rcfg = config["rollout"]
-    n_frames = int(n_frames or (rcfg["teacher_forced_frames"] if teacher_forced else rcfg["frames"]))
-    if n_frames < 1:
-        raise StageError(f"--frames must be >= 1, got {n_frames}")
-    device, out = next(model.parameters()).device, Path(out)
-    seeds = _distinct([int(s) for s in (rcfg["seeds"] if seeds is None else seeds)], "--seeds")
-    scenes = _distinct([scenes] if isinstance(scenes, str) else list(scenes), "--scenes")
-    shards = {scene: _checked_shard(model, cache, scene, n_frames, teacher_forced, data_dir) for scene in scenes}
-    checkpoint_info = checkpoint_info or {"path": None, "sha256": None}
-    check_one_sampler(config, model.diffusion_cfg["num_steps"], "rollout config against the checkpoint")
-    spec = Spec(variant, n_frames, int(rcfg["num_steps"] or model.diffusion_cfg["num_steps"]), teacher_forced,
-                int(rcfg["checkpoint_every"]), checkpoint_info.get("path"), rcfg["precision"])
-    streams = _streams(shards, seeds, out, _shared_identity(spec, config, codec, checkpoint_info))
+    spec, shards = _spec(gen, job, config)
+    streams = _streams(shards, _distinct([int(s) for s in (rcfg["seeds"] if job.seeds is None else job.seeds)],
+                                         "--seeds"), Path(job.out), _shared_identity(spec, config, gen))
     todo = _skip_finished(streams) if resume else streams
-    result = {"status": "complete", "out": out, "streams": {s.id: {"out": s.out, "meta": s.meta} for s in streams}}
+    result = {"status": "complete", "out": Path(job.out),
+              "streams": {s.id: {"out": s.out, "meta": s.meta} for s in streams}}
     if not todo:
         return result
-    if rcfg["compile"]["enabled"]:
-        model.unet.compile_passes(dynamic=False, backend=rcfg["compile"]["backend"], mode=rcfg["compile"]["mode"])
-        lanes = 1  # one thread calls the compiled passes
+    lanes = _compile(gen.model, rcfg["compile"], lanes)
     size = rcfg["batch_streams"] or len(todo)
-    plan = _planned(config, model, min(size, len(todo)))
+    plan = _planned(config, gen.model, min(size, len(todo)))
     for group in (todo[i:i + size] for i in range(0, len(todo), size)):  # batches one after another
-        inputs = {scene: _scene_inputs(conditions, codec, *shards[scene], config, n_frames, dataroot, device)
+        inputs = {scene: _scene_inputs(gen, *shards[scene], config, spec.n_frames, job.dataroot)
                   for scene in dict.fromkeys(s.scene for s in group)}
-        run = BatchRun(model, conditions, codec, group, inputs, spec, _lane_count(lanes, len(group), device))
-        _start(run, resume, new_buffers(model, spec.num_steps, precision.compute_dtype(spec.precision)))
+        run = BatchRun(gen.model, gen.conditions, gen.codec, group, inputs, spec,
+                       _lane_count(lanes, len(group), gen.device))
+        _start(run, resume, new_buffers(gen.model, spec.num_steps, precision.compute_dtype(spec.precision)))
         status, done = run.run(progress, on_frame)
         if status == "stopped":
-            print(f"\nrollout {variant}: SIGTERM received; state written at frame {done} for each of the "
+            print(f"\nrollout {job.variant}: SIGTERM received; state written at frame {done} for each of the "
                   f"{len(group)} streams of the batch (e.g. {group[0].state_root}); re-run with --resume to continue",
                   flush=True)
             return {**result, "status": "stopped"}
         for s in group:
-            result["streams"][s.id] = _finish(run, s, checkpoint_info, rcfg, model, plan)
+            result["streams"][s.id] = _finish(run, s, gen, rcfg, plan)
     return {**result, "status": "done"}
+
+
+def _spec(gen: Generator, job: Job, config: dict) -> tuple[Spec, dict[str, tuple]]:
+    """What every stream of the job shares, and each scene's (cache shard, extracted scene), all checked."""
+    rcfg = config["rollout"]
+    n_frames = int(job.n_frames or (rcfg["teacher_forced_frames"] if job.teacher_forced else rcfg["frames"]))
+    if n_frames < 1:
+        raise StageError(f"--frames must be >= 1, got {n_frames}")
+    scenes = _distinct([job.scenes] if isinstance(job.scenes, str) else list(job.scenes), "--scenes")
+    shards = {scene: _checked_shard(gen.model, job.cache, scene, n_frames, job.teacher_forced, job.data_dir)
+              for scene in scenes}
+    check_one_sampler(config, gen.model.diffusion_cfg["num_steps"], "rollout config against the checkpoint")
+    spec = Spec(job.variant, n_frames, int(rcfg["num_steps"] or gen.model.diffusion_cfg["num_steps"]),
+                job.teacher_forced, int(rcfg["checkpoint_every"]), gen.checkpoint.get("path"), rcfg["precision"])
+    return spec, shards
+
+
+def _compile(model, ccfg: dict, lanes: int | None) -> int | None:
+    """Compile the UNet's passes when rollout.compile asks; one thread then calls them (one lane)."""
+    if not ccfg["enabled"]:
+        return lanes
+    model.unet.compile_passes(dynamic=False, backend=ccfg["backend"], mode=ccfg["mode"])
+    return 1
 
 
 def _planned(config: dict, model, streams: int) -> dict:
@@ -253,15 +303,16 @@ def _planned(config: dict, model, streams: int) -> dict:
             "step_buffers_bytes": plan.step_buffers_bytes, **{k: plan.rollout[k] for k in keep}}
 
 
-def _finish(run: BatchRun, s: Stream, checkpoint_info: dict, rcfg: dict, model, plan: dict) -> dict:
+def _finish(run: BatchRun, s: Stream, gen: Generator, rcfg: dict, plan: dict) -> dict:
     """Write stream `s`'s folder from its finished work folder: {"out", "meta", "timings"}."""
+    checkpoint_info, model = gen.checkpoint, gen.model
     inputs, n_frames = run.scenes[s.scene], run.spec.n_frames
     sources = inputs.layouts.sources(n_frames)
     later = "the real previous frame" if run.spec.teacher_forced else "the generated one"
     meta = {
         "variant": run.spec.variant, "scene": s.scene, "seed": s.seed, "n_frames": n_frames,
         "condition": s.settings["condition"], "batch": run.ids, "lanes": len(run.lanes),
-        "layout_source": sources, "layout_runs": outputs.run_lengths(sources), "gt_frames": inputs.gt_frames,
+        "layout_source": sources, "layout_runs": rollout_folder.run_lengths(sources), "gt_frames": inputs.gt_frames,
         "forecaster": s.settings["forecaster"] if n_frames > inputs.gt_frames else None,
         "checkpoint": {"path": checkpoint_info.get("path"), "sha256": checkpoint_info.get("sha256"),
                        **({"train": checkpoint_info["train"]} if checkpoint_info.get("train") else {})},
@@ -279,5 +330,5 @@ def _finish(run: BatchRun, s: Stream, checkpoint_info: dict, rcfg: dict, model, 
                "buffer_bytes": buffers.nbytes() if buffers is not None else 0, "device": str(run.device)}
     if torch.cuda.is_available():
         summary["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    outputs.write_stream_folder(s.work, s.out, meta, summary, rcfg["strip_frames"], rcfg["mp4_fps"])
+    rollout_folder.write_stream_folder(s.work, s.out, meta, summary, rcfg["strip_frames"], rcfg["mp4_fps"])
     return {"out": s.out, "meta": meta, "timings": summary}

@@ -1,13 +1,13 @@
 """The streams of a batched rollout: (scene, seed) pairs, their folders, their inputs and their identity.
 
-    <out>/<scene>/seed-<seed>/            a finished stream (the folder format of stage/rollout/__init__.py)
-    <out>/<scene>/.seed-<seed>.partial/   its work folder while it runs: frames.npy and latents.npy filled
-                                          in place, state/ checkpoints (stage/rollout/state.py)
+    <out>/<scene>/seed-<seed>/   a finished stream, made in a hidden work folder beside it (work_dir) that
+                                 also holds its state checkpoints (stage/rollout/state.py)
 
-A stream's identity (`Stream.settings`: scene, seed, variant, frames, condition, steps, config hash,
-checkpoint / autoencoder / latent-shard digests) decides whether a finished folder may be kept; a
-partial state must also come from the same batch (`partial_settings`: the stream list and lanes it
-was generated with), since a stream's last bits depend on the batch it shares its kernels with.
+Both follow the rollout folder format (stage/formats/rollout_folder.py). A stream's identity
+(`Stream.settings`: scene, seed, variant, frames, condition, steps, config hash, checkpoint / autoencoder /
+latent-shard digests) decides whether a finished folder may be kept; a partial state must also come from
+the same batch (`partial_settings`: the stream list and lanes it was generated with), since a stream's
+last bits depend on the batch it shares its kernels with.
 """
 
 from __future__ import annotations
@@ -18,27 +18,12 @@ from pathlib import Path
 import torch
 
 from stage.errors import StageError
-from stage.latents.cache import SceneShard
-from stage.readback import field as read_field
-from stage.readback import load_npy, read_json, safetensors_header
+from stage.formats import rollout_folder
+from stage.formats.latent_cache import SceneShard
+from stage.formats.rollout_folder import ArrayFile, FrameFile, stream_id, work_dir
 from stage.rollout.layouts import LayoutStream
-from stage.rollout.outputs import LATENTS_WORK, ArrayFile, FrameFile
 
 REGENERATE = "generating the rollout again"  # what --resume does with a finished folder it cannot keep
-
-
-def stream_id(scene: str, seed: int) -> str:
-    return f"{scene}/seed-{seed}"
-
-
-def stream_dir(root: str | Path, scene: str, seed: int) -> Path:
-    """The folder of stream (scene, seed) under a rollout root `<root>` = `<rollouts>/<variant>`."""
-    return Path(root) / scene / f"seed-{seed}"
-
-
-def work_dir(out: Path) -> Path:
-    """The hidden sibling a stream's folder `out` is made in, renamed to `out` when complete."""
-    return out.parent / f".{out.name}.partial"
 
 
 @dataclass
@@ -66,9 +51,9 @@ class Stream:
     shard: SceneShard
     settings: dict                           # the identity a finished folder is checked against
     generator: torch.Generator | None = None
-    frames: FrameFile | None = None          # work/frames.npy, uint8 (T, H, W, 3)
-    latents: ArrayFile | None = None         # work/latents.npy, float32 (T, C, h, w)
-    meta: dict = field(default_factory=dict)  # a finished folder's meta.json (skipped streams)
+    frames: FrameFile | None = None          # the work folder's frames, uint8 (T, H, W, 3)
+    latents: ArrayFile | None = None         # the work folder's latents, float32 (T, C, h, w)
+    meta: dict = field(default_factory=dict)  # a finished folder's metadata (skipped streams)
 
     @property
     def id(self) -> str:
@@ -80,13 +65,11 @@ class Stream:
 
     @property
     def state_root(self) -> Path:
-        return self.work / "state"
+        return self.work / rollout_folder.STATE
 
     def open_files(self, frame_shape: tuple, latent_shape: tuple, create: bool, fix: str = "") -> None:
-        """frames.npy and latents.npy of the work folder, created at full size or (a resume) checked."""
-        n = frame_shape[0]
-        self.frames = FrameFile(self.work / "frames.npy", *frame_shape, create=create, fix=fix)
-        self.latents = ArrayFile(self.work / LATENTS_WORK, (n, *latent_shape), "float32", create=create, fix=fix)
+        """The frames and latents files of the work folder, created at full size or (a resume) checked."""
+        self.frames, self.latents = rollout_folder.open_work_files(self.work, frame_shape, latent_shape, create, fix)
 
     def close_files(self) -> None:
         for f in (self.frames, self.latents):
@@ -105,22 +88,20 @@ def differing(settings: dict, stored: dict) -> list[str]:
 
 
 def finished_meta(out: Path, settings: dict) -> dict | None:
-    """The meta.json of the finished stream folder `out` if it was made with `settings` and its files read
+    """The metadata of the finished stream folder `out` if it was made with `settings` and its files read
     back; else None, and one printed line says why it is generated again."""
-    meta_path = out / "meta.json"
+    meta_path = out / rollout_folder.META
     if not meta_path.is_file():
         return None
     try:
-        meta = read_json(meta_path, REGENERATE)
-        stored = read_field(meta, "settings", meta_path, REGENERATE, dict)
-        frames = load_npy(out / "frames.npy", REGENERATE, dtype="uint8", ndim=4)
-        _, shapes = safetensors_header(out / "latents.safetensors", REGENERATE)
+        meta, stored, held, held_latents = rollout_folder.read_finished(out, REGENERATE)
     except StageError as exc:
         print(exc)
         return None
     n_frames = settings["n_frames"]
-    if len(frames) != n_frames or shapes.get("latents", [None])[0] != n_frames:
-        print(f"{out}: frames.npy or latents.safetensors does not hold {n_frames} frames; {REGENERATE}")
+    if held != n_frames or held_latents != n_frames:
+        print(f"{out}: {rollout_folder.FRAMES} or {rollout_folder.LATENTS} does not hold {n_frames} frames; "
+              f"{REGENERATE}")
         return None
     differ = differing(settings, stored)
     if differ:

@@ -7,7 +7,8 @@
 
 Python:
 
-    from stage.train import Trainer, load_trained
+    from stage.model import load_trained
+    from stage.train import Trainer
     Trainer(config, stage=2, variant="full", cache_dir=C, out=O, init=I, resume=True).run()
     model, conditions = load_trained(O)          # finished run -> StageModel + condition encoders
 
@@ -21,9 +22,6 @@ def __getattr__(name):  # lazy: `stage --help` must not import torch
     if name == "Trainer":
         from stage.train.loop import Trainer
         return Trainer
-    if name == "load_trained":
-        from stage.train.checkpointing import load_trained
-        return load_trained
     if name in ("checkpoint_source", "get_variant"):
         from stage.train import variants
         return getattr(variants, name)

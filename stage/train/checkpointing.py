@@ -1,12 +1,13 @@
 """Training checkpoints and trained weights, safetensors + JSON only (nothing is ever pickled).
 
     <out>/checkpoints/step-0000200/         one complete checkpoint (written as .tmp-step-0000200, then renamed)
-        model.safetensors                   StageModel weights (stage.model.save_checkpoint: config in metadata)
-        conditions.safetensors              learned box / anchor encoder weights
+        model.safetensors                   StageModel weights (stage.formats.trained_run: config in metadata)
+        conditions.safetensors              learned box / anchor encoder weights (stage.formats.trained_run)
         optimizer.safetensors               AdamW state tensors, keyed "<param index>.<name>"
         extra-rank<r>.safetensors           per-rank tensors: RNG state, stage-3 pool of generated inputs
         state.json                          step, optimizer scalars / param groups, loop and data position
-    <out>/model.safetensors, <out>/conditions.safetensors   the final weights (what --init and rollouts read)
+    <out>/model.safetensors, <out>/conditions.safetensors   the final weights (what --init and rollouts read;
+                                                            stage.formats.trained_run)
 
 A directory is complete once its name has no leading dot: a run killed at any moment leaves the last
 renamed checkpoint intact, and `latest_checkpoint` never sees a half-written one.
@@ -22,14 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file, save_model
+from safetensors.torch import save_file
 
 from stage.digest import file_digest
 from stage.errors import StageError
-from stage.model import StageModel, save_checkpoint
-from stage.model.checkpoint import shape_problems
+from stage.formats import trained_run
+from stage.formats.trained_run import CONDITIONS, MODEL, read_tensors, shape_problems
+from stage.model import StageModel
+from stage.model.checkpoint import metadata_sections
 from stage.paths import name_problem
-from stage.readback import field, load_safetensors, read_json, safetensors_header
+from stage.readback import field, load_safetensors, read_json
 
 PREFIX = "step-"
 STEP_DIR = re.compile(rf"{PREFIX}(\d+)")
@@ -37,7 +40,6 @@ STEP_DIR = re.compile(rf"{PREFIX}(\d+)")
 CHECKPOINT_FIX = "resume from an older checkpoint or train again"
 INIT_FIX = ("point --init at the --out of a finished `stage train` of the previous stage (re-run that stage if "
             "its files are damaged)")
-TRAINED_FIX = "re-run the `stage train` that wrote this folder (its --out)"
 # the state.json fields a resume relies on, and their types
 STATE_FIELDS = (("step", int), ("stage", int), ("variant", (str, type(None))), ("identity", str),
                 ("train_seconds", (int, float)), ("optimizer", dict), ("runner", dict))
@@ -64,14 +66,6 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.T
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def _save_conditions(conditions: torch.nn.Module, path: Path, config: dict) -> None:
-    meta = {"conditions": json.dumps(config["conditions"])}
-    if any(True for _ in conditions.state_dict()):
-        save_model(conditions, str(path), metadata=meta)
-    else:  # frozen CLIP encoders: nothing to store, but keep the file so loaders need no special case
-        save_file({}, str(path), metadata=meta)
-
-
 def save_training_checkpoint(root: Path, step: int, model: StageModel, conditions: torch.nn.Module,
                              optimizer: torch.optim.Optimizer, state: dict, extra: dict[str, torch.Tensor],
                              config: dict, rank: int = 0, barrier=lambda: None, keep: int = 2) -> Path:
@@ -87,8 +81,8 @@ def save_training_checkpoint(root: Path, step: int, model: StageModel, condition
     save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()}, str(tmp / f"extra-rank{rank}.safetensors"))
     barrier()
     if rank == 0:
-        save_checkpoint(model, tmp / "model.safetensors", extra={"train_step": step})
-        _save_conditions(conditions, tmp / "conditions.safetensors", config)
+        trained_run.write_model(model, tmp / MODEL, metadata_sections(model), {"train_step": step})
+        trained_run.write_conditions(conditions, tmp / CONDITIONS, config["conditions"])
         opt_tensors, opt_meta = _tensors_of_optimizer(optimizer)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         # digests of every other file: a resume verifies them, so damage past a file's header is caught too
@@ -221,15 +215,15 @@ def read_training_checkpoint(path: Path, model: StageModel, conditions: torch.nn
     a damaged file is a StageError naming it, and the caller may still fall back to another checkpoint."""
     path = Path(path)
     state = read_state(path) if state is None else state
-    weights = load_safetensors(path / "model.safetensors", CHECKPOINT_FIX)
-    cond = load_safetensors(path / "conditions.safetensors", CHECKPOINT_FIX)
+    weights = read_tensors(path / MODEL, CHECKPOINT_FIX)
+    cond = read_tensors(path / CONDITIONS, CHECKPOINT_FIX)
     opt = load_safetensors(path / "optimizer.safetensors", CHECKPOINT_FIX)
     extra_path = path / f"extra-rank{rank}.safetensors"
     # a rank the checkpoint did not have (more processes than before) starts without extra tensors
     extra = load_safetensors(extra_path, CHECKPOINT_FIX) if extra_path.is_file() or rank == 0 else {}
     verify_files(path, state)  # after the reads, whose messages say more about a truncated or random file
-    _check_tensors(path / "model.safetensors", weights, model.state_dict())
-    _check_tensors(path / "conditions.safetensors", cond, conditions.state_dict())
+    _check_tensors(path / MODEL, weights, model.state_dict())
+    _check_tensors(path / CONDITIONS, cond, conditions.state_dict())
     _check_optimizer(path, opt, state["optimizer"], optimizer)
     _check_extra(extra_path, extra)
     return TrainingCheckpoint(path, state, weights, cond, opt, extra)
@@ -253,13 +247,7 @@ def load_training_checkpoint(path: Path, model: StageModel, conditions: torch.nn
 
 def export_weights(out: Path, model: StageModel, conditions: torch.nn.Module, config: dict, meta: dict) -> None:
     """The run's final weights: <out>/model.safetensors and <out>/conditions.safetensors (each written then renamed)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp_model, tmp_cond = out / ".model.safetensors.tmp", out / ".conditions.safetensors.tmp"
-    save_checkpoint(model, tmp_model, extra=meta)
-    _save_conditions(conditions, tmp_cond, config)
-    os.replace(tmp_cond, out / "conditions.safetensors")
-    os.replace(tmp_model, out / "model.safetensors")
+    trained_run.write_run(out, model, metadata_sections(model), conditions, config["conditions"], meta)
 
 
 @dataclass
@@ -275,11 +263,11 @@ def read_init(directory: Path, model: StageModel, conditions: torch.nn.Module) -
     or unexpected (a no_htft model starting from a run that had them): every other weight must match.
     """
     directory = Path(directory)
-    mpath, cpath = directory / "model.safetensors", directory / "conditions.safetensors"
+    mpath, cpath = directory / MODEL, directory / CONDITIONS
     if not mpath.is_file():
-        raise StageError(f"--init {directory}: no model.safetensors there; point it at the --out of the previous "
+        raise StageError(f"--init {directory}: no {MODEL} there; point it at the --out of the previous "
                          "training stage (run `stage train --stage N-1` first)")
-    weights = load_safetensors(mpath, INIT_FIX)
+    weights = read_tensors(mpath, INIT_FIX)
     own = model.state_dict()
     fusion = "unet.htft."
     missing = [k for k in own if k not in weights and not k.startswith(fusion)]
@@ -291,7 +279,7 @@ def read_init(directory: Path, model: StageModel, conditions: torch.nn.Module) -
                          "`model` config section, or re-run that stage if the file is damaged")
     if not cpath.is_file():  # export_weights writes it before model.safetensors, so its absence is damage
         raise StageError(f"--init {cpath}: file missing; {INIT_FIX}")
-    cw = load_safetensors(cpath, INIT_FIX)
+    cw = read_tensors(cpath, INIT_FIX)
     problem = shape_problems(cpath, {k: list(v.shape) for k, v in cw.items()},
                              {k: list(v.shape) for k, v in conditions.state_dict().items()})
     if problem:
@@ -308,37 +296,3 @@ def apply_init(init: InitWeights, model: StageModel, conditions: torch.nn.Module
 def load_init(directory: Path, model: StageModel, conditions: torch.nn.Module) -> None:
     """Start from an earlier stage's weights (`--init DIR`); see read_init."""
     apply_init(read_init(directory, model, conditions), model, conditions)
-
-
-def load_trained(directory: str | Path, config: dict | None = None, device: str = "cpu"):
-    """(StageModel, ConditionEncoder) of a finished training run's --out directory, for rollouts.
-
-    config: the full config (its `conditions` section builds the encoder); default: the one stored in the files.
-    A damaged file is a StageError naming it.
-    """
-    from stage.latents.conditions import build_condition_encoder
-    from stage.model import load_checkpoint
-
-    directory = Path(directory)
-    model = load_checkpoint(directory / "model.safetensors", device=device, fix=TRAINED_FIX)
-    cpath = directory / "conditions.safetensors"
-    strings, _ = safetensors_header(cpath, TRAINED_FIX)
-    if config is not None:
-        cond_cfg = config["conditions"]
-    else:
-        try:
-            cond_cfg = json.loads(field(strings, "conditions", cpath, TRAINED_FIX, str))
-        except json.JSONDecodeError as exc:
-            raise StageError(f"{cpath}: metadata field 'conditions' is not valid JSON; {TRAINED_FIX}") from exc
-    try:
-        conditions = build_condition_encoder(cond_cfg, model.unet.unet.config.out_channels, device)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise StageError(f"{cpath}: metadata field 'conditions' builds no condition encoder "
-                         f"({type(exc).__name__}: {exc}); {TRAINED_FIX}") from exc
-    cw = load_safetensors(cpath, TRAINED_FIX, device=device)
-    problem = shape_problems(cpath, {k: list(v.shape) for k, v in cw.items()},
-                             {k: list(v.shape) for k, v in conditions.state_dict().items()})
-    if problem:
-        raise StageError(f"{problem}; {TRAINED_FIX}")
-    conditions.load_state_dict(cw, strict=True)
-    return model, conditions

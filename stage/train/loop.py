@@ -28,7 +28,7 @@ from stage import config as config_mod
 from stage.atomic import write_text
 from stage.digest import file_digest
 from stage.errors import StageError
-from stage.latents.cache import LatentCache
+from stage.formats.latent_cache import LatentCache
 from stage.latents.conditions import build_condition_encoder, check_condition_config
 from stage.model import build_model, precision
 from stage.paths import remove_tree
@@ -72,7 +72,7 @@ def weights_digest(*modules: nn.Module) -> str:
 class Trainer:
     def __init__(self, config: dict, stage: int, variant: str | None, cache_dir: str | Path, out: str | Path,
                  init: str | Path | None = None, resume: bool = False, loss_log: str | Path | None = None,
-                 metrics: str | Path | None = None, progress: bool = True, throttle: float = 0.0,
+                 metrics: str | Path | None = None, progress: bool = True,
                  val_cache: str | Path | None = None):
         if stage not in (1, 2, 3):
             raise StageError(f"--stage must be 1, 2 or 3, got {stage}")
@@ -87,7 +87,7 @@ class Trainer:
         self.ckpt_root = self.out / "checkpoints"
         self.loss_log = Path(loss_log) if loss_log else self.out / "loss.csv"
         self.metrics_path = Path(metrics) if metrics else self.out / "metrics.json"
-        self.init, self.resume, self.progress, self.throttle = init, resume, progress, throttle
+        self.init, self.resume, self.progress = init, resume, progress
         if stage > 1 and init is None and not (resume and ckpt.latest_checkpoint(self.ckpt_root)):
             raise StageError(f"stage {stage} starts from the previous stage's weights: pass --init DIR (the --out "
                              f"of `stage train --stage {stage - 1}`)")
@@ -335,8 +335,6 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update()
                 step += 1
-                if self.throttle:
-                    time.sleep(self.throttle)  # tests only: leaves time to kill the run mid-way
                 self.train_seconds += time.time() - t0
                 if main:
                     append_csv(self.loss_log, CSV_FIELDS, {

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from stage.latents.cache import LatentCache
+from stage.formats.latent_cache import LatentCache
 from stage.latents.datasets import SceneStreamDataset
 from stage.model import precision, sample_frame
 from stage.model.streaming_buffer import StreamingBuffer

@@ -1,11 +1,14 @@
-"""The on-disk format of one extracted scene, and its reader.
+"""The on-disk format of an extracted split (`stage extract`): its writer and its reader.
 
 Documented for users in docs/scene-format.md. A split directory holds one folder per scene plus
 `index.json`, written last; a scene folder is complete only when it is listed there and its `meta.json`
-exists (folders are written under a temporary name and renamed into place).
+exists (folders are written under a temporary name and renamed into place). Format version 2
+(FORMAT_VERSION, recorded in index.json and every meta.json; 2 added the bbox_* box columns): a reader
+refuses an index of another version.
 
     <split_dir>/index.json            {"format_version", "scenes": [scene names in order], ...}
-    <split_dir>/<scene>/meta.json     scene token/name, source dataset, size, fps, intrinsic, crop rule
+    <split_dir>/<scene>/meta.json     scene token/name, source dataset, size, fps, intrinsic, crop rule,
+                                      format_version, n_frames
     <split_dir>/<scene>/frames.npy    uint8 (T, H, W, 3) RGB camera frames
     <split_dir>/<scene>/hdmap.npy     uint8 (T, H, W, 3) HD-map condition images (class-coloured lines)
     <split_dir>/<scene>/boxmap.npy    uint8 (T, H, W, 3) box-layout condition images (wireframes)

@@ -1,10 +1,9 @@
-"""Small fabricated road scenes in the extracted-scene format, for tests and benchmarks.
+"""Small fabricated road scenes in the extracted-scene format, written with the product's scene writer.
 
 Not the embedded world (that is `stage synth` + `stage extract`): just enough structure (sky, road,
 dashed lane markings, coloured vehicles with boxes) to exercise the autoencoder, the cache and the
 datasets without the rest of the pipeline.
 """
-
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stage.data.scene_format import BOX_COLUMNS, CATEGORY_GROUPS, write_index, write_scene
+from stage.formats.scene import BOX_COLUMNS, CATEGORY_GROUPS, write_index, write_scene
 
 _LANE_COLOUR = (255, 255, 255)
 _MAP_COLOURS = {"divider": (255, 200, 0), "edge": (0, 160, 255)}
@@ -103,34 +102,8 @@ def fabricate_split(split_dir: str | Path, n_scenes: int = 2, n_frames: int = 12
     for i in range(n_scenes):
         arrays, frames, boxes = fabricate_scene(n_frames, height, width, seed=seed + i)
         name = f"scene-{i:04d}"
-        write_scene(split_dir, name, {"scene_name": name, "source": "toy", "height": height, "width": width,
-                                      "fps": 12.0}, arrays, frames, boxes)
+        meta = {"scene_name": name, "source": "fabricated", "height": height, "width": width, "fps": 12.0}
+        write_scene(split_dir, name, meta, arrays, frames, boxes)
         names.append(name)
-    write_index(split_dir, names, {"source": "toy"})
+    write_index(split_dir, names, {"source": "fabricated"})
     return split_dir
-
-
-def write_tiny_clip(directory: str | Path, dim: int = 32, image_size: int = 32, seed: int = 0) -> tuple[Path, Path]:
-    """Randomly initialised, tiny CLIP text (+ byte-level tokenizer) and vision models saved under
-    `directory`/text and `directory`/vision, for testing the CLIP condition path without downloads."""
-    import torch
-    from tokenizers import pre_tokenizers
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig, \
-        CLIPVisionModelWithProjection
-
-    torch.manual_seed(seed)
-    text_dir, vision_dir = Path(directory) / "text", Path(directory) / "vision"
-    chars = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = ["<|startoftext|>", "<|endoftext|>"] + chars + [c + "</w>" for c in chars]
-    tok = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=[])
-    text = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=1, num_attention_heads=2,
-        max_position_embeddings=40, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, projection_dim=dim))
-    text.save_pretrained(text_dir)
-    tok.save_pretrained(text_dir)
-    vision = CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=1, num_attention_heads=2, image_size=image_size,
-        patch_size=8, projection_dim=dim))
-    vision.save_pretrained(vision_dir)
-    return text_dir, vision_dir

@@ -1,19 +1,100 @@
-"""results/metrics.json (format_version 2, written by `stage evaluate`) as the report reads it.
+"""results/metrics.json and the evaluation's CSV tables: what `stage evaluate` writes and the report reads.
 
-Every field the report uses is checked once here, so an old or damaged file is one StageError line that
-names the field, never a KeyError inside a figure. Non-finite numbers (real vs real PSNR) become None.
+metrics.json is format version 2 (FORMAT_VERSION, its "format_version" field): every variant and reference
+row scored on the same streams, with bootstrap intervals and the verdicts on the claims. Its schema is
+stage/schemas/metrics.schema.yaml (docs/metrics-schema.md explains each key); every file is checked against
+it before it is written (check, write) and a reader refuses another format version (load). Beside it, in
+results/evaluation/:
+
+    segments.csv      SEGMENT_COLUMNS: per variant, segment and metric, the mean and its 95% interval
+    streams.csv       STREAM_COLUMNS: per variant, stream, segment and metric, the stream's value
+    differences.csv   DIFFERENCE_COLUMNS: per pair of rows, range and metric, the effect and its interval
+
+metrics.json is written last, through a hidden temporary renamed into place: a folder whose metrics.json
+exists holds a complete evaluation. Non-finite numbers become null (JSON has no NaN), and None again when
+read. The reader checks every field the report uses once, so an old or damaged file is one StageError line
+that names the field, never a KeyError inside a figure.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import jsonschema
+import numpy as np
+import yaml
+
+from stage.atomic import write_text
+from stage.config import SCHEMA_DIR
 from stage.errors import StageError
 from stage.readback import field, read_json
 
 FORMAT_VERSION = 2
+SCHEMA_PATH = SCHEMA_DIR / "metrics.schema.yaml"
+# the part of segments.csv the report draws; the rest names the score and its protocol
+SEGMENT_SUMMARY = ("variant", "segment_start", "segment_end", "metric", "mean", "ci_low", "ci_high")
+SEGMENT_COLUMNS = (*SEGMENT_SUMMARY, "n_streams", "name", "protocol_hash")
+STREAM_COLUMNS = ("variant", "scene", "seed", "segment_start", "segment_end", "metric", "value")
+DIFFERENCE_COLUMNS = ("a", "b", "range", "segment_start", "segment_end", "metric", "better", "effect", "ci_low",
+                      "ci_high", "n_streams")
+
+
+# ---- writing ---------------------------------------------------------------------------------------------
+def clean(obj):
+    """JSON-ready copy: numpy scalars to Python, non-finite floats to None, tuples to lists."""
+    if isinstance(obj, dict):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [clean(v) for v in obj.tolist()]
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def check(result: dict) -> None:
+    """RuntimeError when `result` breaks the documented schema (a bug here, never the user's input)."""
+    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(result), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        where = "/".join(str(p) for p in e.path) or "(top level)"
+        raise RuntimeError(f"metrics.json breaks {SCHEMA_PATH} at {where}: {e.message}")
+
+
+def csv_text(columns, rows) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in clean(row).items()})
+    return buf.getvalue()
+
+
+def write(result: dict, metrics_path: Path, tables: dict[Path, tuple]) -> dict:
+    """Write the CSV tables ({path: (columns, rows)}), then metrics.json; return the cleaned result."""
+    result = clean(result)
+    check(result)
+    for path, (columns, rows) in tables.items():
+        write_text(path, csv_text(columns, rows))
+    write_text(metrics_path, json.dumps(result, indent=1))
+    return result
+
+
+# ---- reading ---------------------------------------------------------------------------------------------
 FIX = "re-run `stage evaluate` (Snakemake rule `evaluate`)"
 GENERATED_ORDER = ("full", "no_htft", "stages_1_2", "stage1_only", "no_htft_1_2")
 BASELINE_LABELS = {"still_photograph": "still photograph", "persistence": "persistence",
