@@ -8,4 +8,5 @@ artifact goes through its module.
     rollout_folder.py one rollout stream (`stage rollout`): frames, meta.json, latents, strip, mp4, timings;
                       the autoencoder reconstructions (`stage reconstruct`)
     metrics.py        the evaluation (`stage evaluate`): results/metrics.json and its CSV tables
+    tensor_file.py    the safetensors writer they share: the same content, the same bytes
 """

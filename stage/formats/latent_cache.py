@@ -40,12 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from stage.atomic import write_text
 from stage.digest import file_digest, sha256_of
 from stage.errors import StageError
 from stage.formats.scene import ExtractedScene
+from stage.formats.tensor_file import save_tensors
 from stage.paths import name_problem, remove_tree, safe_name
 from stage.readback import field, open_safetensors, read_json, safetensors_header
 
@@ -151,7 +151,7 @@ class CacheWriter:
     def write(self, name: str, shard: Path, n_frames: int, tensors: dict[str, torch.Tensor], key: dict) -> None:
         """Store scene `name`'s tensors as `shard` (temporary name, then rename) and record it."""
         tmp = self.dir / f".{shard.name}.tmp-{os.getpid()}"
-        save_file(tensors, str(tmp), metadata={"scene": name, **key})
+        save_tensors(tensors, tmp, metadata={"scene": name, **key})
         record = shard_record(tmp)
         os.replace(tmp, shard)
         scenes = self.manifest["scenes"]

@@ -158,11 +158,11 @@ def run_lengths(labels: list[str]) -> list[list]:
 
 def write_latents(path: Path, latents, meta: dict) -> None:
     """latents.safetensors: the tensor `latents` under "latents", `meta`'s values JSON-encoded in its header."""
-    from safetensors.torch import save_file
+    from stage.formats.tensor_file import save_tensors
 
     tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    save_file({"latents": latents.detach().cpu().contiguous()}, str(tmp),
-              metadata={k: json.dumps(v) for k, v in meta.items()})
+    save_tensors({"latents": latents.detach().cpu().contiguous()}, tmp,
+                 metadata={k: json.dumps(v) for k, v in meta.items()})
     os.replace(tmp, path)
 
 

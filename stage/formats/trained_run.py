@@ -28,9 +28,9 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file, save_model
 
 from stage.errors import StageError
+from stage.formats.tensor_file import save_module, save_tensors
 from stage.readback import field, load_safetensors, safetensors_header
 
 MODEL = "model.safetensors"
@@ -44,16 +44,16 @@ def write_model(model: torch.nn.Module, path: str | Path, sections: dict, extra:
     meta = {k: json.dumps(v) for k, v in sections.items()}
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(path), metadata=meta)
+    save_module(model, path, metadata=meta)
 
 
 def write_conditions(conditions: torch.nn.Module, path: str | Path, conditions_cfg: dict) -> None:
     """conditions.safetensors: the condition encoders' weights, the `conditions` config section as metadata."""
     meta = {"conditions": json.dumps(conditions_cfg)}
     if any(True for _ in conditions.state_dict()):
-        save_model(conditions, str(path), metadata=meta)
+        save_module(conditions, path, metadata=meta)
     else:
-        save_file({}, str(path), metadata=meta)
+        save_tensors({}, path, metadata=meta)
 
 
 def write_run(out: str | Path, model: torch.nn.Module, sections: dict, conditions: torch.nn.Module,

@@ -18,7 +18,10 @@ TRAINED_FIX = "re-run the `stage train` that wrote this folder (its --out)"
 
 def metadata_sections(model: StageModel) -> dict:
     """The config sections model.safetensors records: what rebuilds the model."""
-    return {"model": model.model_cfg, "diffusion": model.diffusion_cfg, "backbone": dict(model.unet.unet.config)}
+    backbone = dict(model.unet.unet.config)
+    if "_use_default_values" in backbone:  # diffusers keeps it as a set: sorted, so equal configs write equal bytes
+        backbone["_use_default_values"] = sorted(backbone["_use_default_values"])
+    return {"model": model.model_cfg, "diffusion": model.diffusion_cfg, "backbone": backbone}
 
 
 def save_checkpoint(model: StageModel, path: str | Path, extra: dict | None = None) -> None:
