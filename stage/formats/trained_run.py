@@ -107,3 +107,9 @@ def shape_problems(path: Path, shapes: dict[str, list[int]], expected: dict[str,
         return None
     return (f"{path}: its tensors do not match the ones the config builds (missing {missing[:3]}, unexpected {unexpected[:3]}, "
             f"wrong shape {wrong[:3]})")
+
+
+def tensor_problems(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> str | None:
+    """shape_problems of tensors read from `path` against the tensors (a state dict) they should fill."""
+    return shape_problems(path, {k: list(v.shape) for k, v in tensors.items()},
+                          {k: list(v.shape) for k, v in expected.items()})

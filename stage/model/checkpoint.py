@@ -9,7 +9,7 @@ from diffusers import UNet2DConditionModel
 
 from stage.errors import StageError
 from stage.formats import trained_run
-from stage.formats.trained_run import CONDITIONS, FIX, MODEL, shape_problems
+from stage.formats.trained_run import CONDITIONS, FIX, MODEL, shape_problems, tensor_problems
 from stage.model.denoiser import StageModel
 from stage.readback import field
 
@@ -70,8 +70,7 @@ def load_trained(directory: str | Path, config: dict | None = None, device: str 
         raise StageError(f"{cpath}: metadata field 'conditions' builds no condition encoder "
                          f"({type(exc).__name__}: {exc}); {TRAINED_FIX}") from exc
     cw = trained_run.read_tensors(cpath, TRAINED_FIX, device=device)
-    problem = shape_problems(cpath, {k: list(v.shape) for k, v in cw.items()},
-                             {k: list(v.shape) for k, v in conditions.state_dict().items()})
+    problem = tensor_problems(cpath, cw, conditions.state_dict())
     if problem:
         raise StageError(f"{problem}; {TRAINED_FIX}")
     conditions.load_state_dict(cw, strict=True)

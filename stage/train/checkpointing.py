@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from stage.digest import file_digest
 from stage.errors import StageError
 from stage.formats import trained_run
-from stage.formats.trained_run import CONDITIONS, MODEL, read_tensors, shape_problems
+from stage.formats.trained_run import CONDITIONS, MODEL, read_tensors, tensor_problems
 from stage.model import StageModel
 from stage.model.checkpoint import metadata_sections
 from stage.paths import name_problem
@@ -172,8 +172,7 @@ class TrainingCheckpoint:
 
 def _check_tensors(file: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
     """`tensors` (of `file`) have exactly the names, shapes and dtypes of `expected`."""
-    problem = shape_problems(file, {k: list(v.shape) for k, v in tensors.items()},
-                             {k: list(v.shape) for k, v in expected.items()})
+    problem = tensor_problems(file, tensors, expected)
     if problem:
         raise StageError(f"{problem}; {CHECKPOINT_FIX}")
     wrong = [f"{k} {tensors[k].dtype}" for k in expected if tensors[k].dtype != expected[k].dtype]
@@ -280,8 +279,7 @@ def read_init(directory: Path, model: StageModel, conditions: torch.nn.Module) -
     if not cpath.is_file():  # export_weights writes it before model.safetensors, so its absence is damage
         raise StageError(f"--init {cpath}: file missing; {INIT_FIX}")
     cw = read_tensors(cpath, INIT_FIX)
-    problem = shape_problems(cpath, {k: list(v.shape) for k, v in cw.items()},
-                             {k: list(v.shape) for k, v in conditions.state_dict().items()})
+    problem = tensor_problems(cpath, cw, conditions.state_dict())
     if problem:
         raise StageError(f"--init {problem}; train it with the same `conditions` config section, or re-run that "
                          "stage if the file is damaged")
