@@ -43,12 +43,10 @@ from stage.evaluate.inputs import (Video, check_protocols, check_streams, find_r
                                    run_length)
 from stage.evaluate.table import Row, ScoreTable
 from stage.formats import metrics
-from stage.formats.rollout_folder import load_frames, stream_id
+from stage.formats.rollout_folder import stream_id
 from stage.formats.scene import open_split
 from stage.paths import output_dir, output_file
-from stage.readback import read_json
 
-RERUN_EXTRACT = "re-run `stage extract` for the ground-truth split"
 # The order rows are listed in (and differences taken: a earlier, b later).
 REFERENCE_ORDER = ("ceiling", "still_photograph", "persistence", "real_floor")
 
@@ -112,7 +110,7 @@ class _Inputs:
         self.one_ends = {st: self._end(self.one[min(self.one)][st], mf, first) for st in self.one_streams}
         self.scene_end = {s: max(e for st, e in [*self.ends.items(), *self.one_ends.items()] if st[0] == s)
                           for s in self.scenes}
-        self.fps = read_json(split[self.scenes[0]].path / "meta.json", RERUN_EXTRACT).get("fps")
+        self.fps = split[self.scenes[0]].meta.get("fps")
         self.recon = None
         if reconstructions_dir is not None:
             self.recon = find_reconstructions(reconstructions_dir, self.scenes)
@@ -133,8 +131,8 @@ class _Inputs:
                              f"{self.order[:5]}{'...' if len(self.order) > 5 else ''}); pass the extracted split the "
                              "rollouts were made from with --ground-truth.")
         if name not in self.gt:
-            self.gt_paths[name] = split[name].path / "frames.npy"
-            self.gt[name] = load_frames(self.gt_paths[name], RERUN_EXTRACT)
+            self.gt_paths[name] = split[name].array_path("frames")
+            self.gt[name] = split[name].frames
         g = self.gt[name].shape
         if video.frames.shape[1:] != g[1:]:
             raise StageError(f"{video.path}: frames are {video.frames.shape[1]}x{video.frames.shape[2]} but the "

@@ -100,8 +100,12 @@ class ExtractedScene:
         return f"re-run `stage extract` for the split {self.path.parent}"
 
     @property
+    def meta_path(self) -> Path:
+        return self.path / "meta.json"
+
+    @property
     def meta(self) -> dict:
-        return readback.read_json(self.path / "meta.json", self.fix)
+        return readback.read_json(self.meta_path, self.fix)
 
     @property
     def name(self) -> str:
@@ -110,10 +114,13 @@ class ExtractedScene:
     def array(self, name: str, mmap: bool = True) -> np.ndarray:
         if name not in ARRAYS:
             raise ValueError(f"unknown array {name!r}; one of {ARRAYS}")
-        arr = readback.load_npy(self.path / f"{name}.npy", self.fix, mmap=mmap, dtype=np.uint8, ndim=4)
+        arr = readback.load_npy(self.array_path(name), self.fix, mmap=mmap, dtype=np.uint8, ndim=4)
         if arr.shape[-1] != 3:
-            raise StageError(f"{self.path / (name + '.npy')}: shape {arr.shape} is not (T, H, W, 3); {self.fix}")
+            raise StageError(f"{self.array_path(name)}: shape {arr.shape} is not (T, H, W, 3); {self.fix}")
         return arr
+
+    def array_path(self, name: str) -> Path:
+        return self.path / f"{name}.npy"
 
     @property
     def frames(self) -> np.ndarray:
@@ -134,7 +141,7 @@ class ExtractedScene:
         return readback.read_parquet(self.path / "boxes.parquet", self.fix, BOX_COLUMNS)
 
     def __len__(self) -> int:
-        return readback.field(self.meta, "n_frames", self.path / "meta.json", self.fix, int)
+        return readback.field(self.meta, "n_frames", self.meta_path, self.fix, int)
 
 
 def open_split(split_dir: str | Path) -> list[ExtractedScene]:

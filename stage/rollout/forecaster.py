@@ -208,7 +208,7 @@ class LaneFollowForecaster(LayoutForecaster):
         meta = scene.meta
         for key in ("intrinsic", "camera_to_ego", "location"):
             if key not in meta:
-                raise StageError(f"{scene.path / 'meta.json'} has no {key!r}: the lane_follow forecaster needs a scene "
+                raise StageError(f"{scene.meta_path} has no {key!r}: the lane_follow forecaster needs a scene "
                                  "extracted by `stage extract` from a nuScenes-format dataset (set "
                                  "rollout.forecaster: hold_last for scenes without a map)")
         if context.dataroot is None:

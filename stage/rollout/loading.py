@@ -15,7 +15,7 @@ import torch
 
 from stage.digest import file_digest
 from stage.errors import StageError
-from stage.formats.trained_run import CONDITIONS, MODEL, read_header
+from stage.formats.trained_run import CONDITIONS, MODEL, read_header, shape_problems
 
 REEXPORT = "re-export it with `stage train`"
 
@@ -43,20 +43,6 @@ def config_differences(a, b, prefix: str) -> list[str]:
     return [] if a == b else [f"{prefix} (checkpoint {a!r}, config {b!r})"]
 
 
-def _shape_mismatches(expected: dict[str, list[int]], found: dict[str, list[int]]) -> list[str]:
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    wrong = [f"{k} {found[k]} vs {expected[k]}" for k in expected if k in found and found[k] != expected[k]]
-    out = []
-    if wrong:
-        out.append(f"shape mismatch {wrong[:3]}")
-    if missing:
-        out.append(f"missing {missing[:3]}")
-    if unexpected:
-        out.append(f"unexpected {unexpected[:3]}")
-    return out
-
-
 def check_against_config(model_path: Path, cond_path: Path, config: dict) -> dict:
     """StageError unless the checkpoint's weights fit the model and encoders `config` describes; returns the
     checkpoint's metadata. HTFT on/off is the checkpoint's own (the variant decided it at training time)."""
@@ -74,17 +60,17 @@ def check_against_config(model_path: Path, cond_path: Path, config: dict) -> dic
     if not expect_cfg["model"].get("pretrained_unet"):  # else the architecture comes from files, not the config
         with torch.device("meta"):
             expected = {k: list(v.shape) for k, v in build_model(expect_cfg).state_dict().items()}
-        problems = _shape_mismatches(expected, shapes)
+        problems.append(shape_problems(model_path, shapes, expected))
     cmeta, cshapes = read_header(cond_path, REEXPORT)
     with torch.device("meta"):
         cexpected = {k: list(v.shape) for k, v in ConditionEncoder(
             config["conditions"], int(meta["backbone"].get("out_channels", 4))).state_dict().items()}
-    cproblems = _shape_mismatches(cexpected, cshapes)
-    if problems or cproblems:
+    problems = [p for p in (*problems, shape_problems(cond_path, cshapes, cexpected)) if p]
+    if problems:
         keys = config_differences(meta["model"], expect_cfg["model"], "model")
         if "conditions" in cmeta:
             keys += config_differences(cmeta["conditions"], config["conditions"], "conditions")
-        what = "; ".join([f"model: {p}" for p in problems] + [f"conditions: {p}" for p in cproblems])
+        what = "; ".join(problems)
         raise StageError(f"checkpoint {model_path.parent} was trained with another config ({what}). Config keys that "
                          f"differ: {'; '.join(keys[:8]) or 'none found in the stored metadata'}. Roll out with the "
                          "config the checkpoint was trained with, or the checkpoint of this config.")
