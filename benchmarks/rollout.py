@@ -8,7 +8,9 @@ frames the lane_follow forecaster). Without those results it falls back to a syn
 here (4 long scenes of 10 s) at the same 128x224 resolution. Each measurement runs in a fresh process
 (peak memory is per process):
 
-- single: one stream, one torch thread (a small UNet runs fastest on one), --single-frames frames;
+- single: one stream, one torch thread (a small UNet runs fastest on one), the same frames as the batch
+  (--single-frames, default --frames): past the recording both lay out forecasts, so that the ratio
+  compares the same work per frame;
 - batch: the 12 streams in one batch on --threads cores (lanes of one thread each), --frames frames.
 
 Prints the ratios last, each with PASS or FAIL against its target: stream-frames/s batch / single >= 3,
@@ -16,7 +18,7 @@ peak memory at the last frame / at frame 60 <= 1.05, median time per frame of th
 frames <= 1.1. `--options` instead measures the speed options kept or dropped in stage/rollout/batch.py
 (lanes vs intra-op threads, inference_mode vs no_grad, channels-last UNet), alternating them call by call.
 
-    .venv/bin/python benchmarks/rollout.py [--frames 1200] [--single-frames 120] [--threads 2] [--keep DIR]
+    .venv/bin/python benchmarks/rollout.py [--frames 1200] [--single-frames N] [--threads 2] [--keep DIR]
     .venv/bin/python benchmarks/rollout.py --options [--repeats 6]
 """
 
@@ -125,8 +127,8 @@ def report(single: dict, batch: dict) -> None:
     last = max(mem)
     # Medians over the same windows: one stall of a shared machine moves a 60-frame mean by several percent.
     early, late = np.median(b_per[:60]), np.median(b_per[-60:])
-    print(f"single stream: {len(s_per)} frames, {s_per.mean() * 1000:.1f} ms/frame (median "
-          f"{np.median(s_per) * 1000:.1f}), {single_fps:.2f} frames/s")
+    print(f"single stream: {len(s_per)} frames (gt {single['gt_frames']}, then forecast), {s_per.mean() * 1000:.1f} "
+          f"ms/frame (median {np.median(s_per) * 1000:.1f}), {single_fps:.2f} frames/s")
     print(f"batch of {batch['streams']} streams, {batch['lanes']} lanes: {len(b_per)} frames (gt {batch['gt_frames']}, "
           f"then forecast), {b_per.mean() * 1000:.1f} ms/batch frame = {b_per.mean() / batch['streams'] * 1000:.1f} "
           f"ms/stream-frame, {batch_fps:.2f} stream-frames/s; HTFT buffer {batch['buffer_bytes'] / 2**20:.1f} MiB "
@@ -209,7 +211,7 @@ def options(repeats: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=1200, help="frames of the batched run")
-    ap.add_argument("--single-frames", type=int, default=120, help="frames of the single-stream run")
+    ap.add_argument("--single-frames", type=int, help="frames of the single-stream run (default: --frames)")
     ap.add_argument("--threads", type=int, default=2, help="cores of the batched run")
     ap.add_argument("--keep", type=Path, help="work here and keep the rollouts (default: a temporary folder)")
     ap.add_argument("--options", action="store_true", help="measure the speed options instead")
@@ -238,7 +240,7 @@ def main() -> None:
     common = {"paths": {k: str(v) for k, v in paths.items()}}
     for old in ("single", "batch"):  # finished rollouts of an earlier run with --keep would be kept, not timed
         shutil.rmtree(work / old, ignore_errors=True)
-    single = run_child({**common, "threads": 1, "scenes": 1, "seeds": [0], "frames": args.single_frames,
+    single = run_child({**common, "threads": 1, "scenes": 1, "seeds": [0], "frames": args.single_frames or args.frames,
                         "out": str(work / "single")})
     print(f"single stream done ({len(single['per_frame_s'])} frames)", flush=True)
     batch = run_child({**common, "threads": args.threads, "scenes": N_SCENES, "seeds": SEEDS, "frames": args.frames,
