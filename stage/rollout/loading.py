@@ -65,7 +65,8 @@ def check_against_config(model_path: Path, cond_path: Path, config: dict) -> dic
     with torch.device("meta"):
         cexpected = {k: list(v.shape) for k, v in ConditionEncoder(
             config["conditions"], int(meta["backbone"].get("out_channels", 4))).state_dict().items()}
-    problems = [p for p in (*problems, shape_problems(cond_path, cshapes, cexpected)) if p]
+    problems.append(shape_problems(cond_path, cshapes, cexpected))
+    problems = [p for p in problems if p]
     if problems:
         keys = config_differences(meta["model"], expect_cfg["model"], "model")
         if "conditions" in cmeta:
