@@ -182,15 +182,25 @@ def test_collapse_and_claims(run):
     assert "excludes 0" in m["verdict_rule"]
 
 
-def test_one_step_scores_next_to_persistence_and_ceiling(run):
+def test_one_step_scores_next_to_persistence_and_ceiling(run, data):
     m, _ = run
     one = m["one_step"]
-    assert set(one) == {"good", "persistence", "ceiling"}
+    assert set(one) == {"good", "persistence", "latent_persistence", "ceiling"}
     for row in one.values():
         assert row["frames"] == ONE_STEP_FRAMES - 1 and row["streams"] == 2
         assert row["frame_range"] == [1, ONE_STEP_FRAMES]
         assert {"PSNR", "SSIM", "KID-proxy"} <= set(row)
     assert one["good"]["PSNR"]["mean"] > one["persistence"]["PSNR"]["mean"]
+    # latent persistence: each scene's reconstruction of frame t-1 against real frame t, frames 1-24
+    per_scene = []
+    for scene in SCENES:
+        recon = np.load(data / "recon" / scene / "frames.npy")[:ONE_STEP_FRAMES].astype(np.float64)
+        gt = np.load(data / "gt" / scene / "frames.npy")[:ONE_STEP_FRAMES].astype(np.float64)
+        mse = ((recon[:-1] - gt[1:]) ** 2).reshape(ONE_STEP_FRAMES - 1, -1).mean(1)
+        per_scene.append(np.mean(10 * np.log10(255.0 ** 2 / mse)))
+    assert one["latent_persistence"]["PSNR"]["mean"] == pytest.approx(np.mean(per_scene), abs=1e-3)
+    # the reconstructions' noise costs the copy some dB
+    assert one["latent_persistence"]["PSNR"]["mean"] < one["persistence"]["PSNR"]["mean"]
 
 
 def test_csv_tables(run):

@@ -87,7 +87,7 @@ def test_snakemake_runs_the_whole_chain_then_reruns_only_what_changed(tiny_chain
     assert metrics["streams"] == [{"scene": "synth-0002", "seed": 0}, {"scene": "synth-0002", "seed": 1}]
     assert all(variants[v]["streams"] == 2 and len(variants[v]["time_to_collapse"]) == 2 for v in config_variants())
     assert {c["verdict"] for c in metrics["claims"]} <= {"held", "contradicted", "inconclusive"} and metrics["claims"]
-    assert set(metrics["one_step"]) >= {"full", "persistence"}
+    assert set(metrics["one_step"]) >= {"full", "persistence", "latent_persistence"}
     for seed in (0, 1):
         frames = __import__("numpy").load(work / f"results/rollouts/full/synth-0002/seed-{seed}/frames.npy",
                                           mmap_mode="r")

@@ -3,6 +3,9 @@
     ceiling           the ground truth encoded + decoded by our autoencoder: the best a latent model can do
     still_photograph  the first real frame repeated: what a model that stops moving scores
     persistence       frame t predicted as real frame t - 1: what copying the last real frame scores
+    latent_persistence  frame t predicted as the reconstruction of real frame t - 1 (one-step table only):
+                      "nothing moved" in the model's own latent space, so a teacher-forced frame is compared
+                      with the same copy seen through the same autoencoder
     real_floor        real vs real on the same windows (even vs odd frames): the metric's own noise floor
 
 A world model that does not beat still_photograph and persistence has learnt nothing about the scene's
@@ -18,13 +21,14 @@ import numpy as np
 
 from stage.evaluate import paired
 from stage.evaluate.backbones import Backbone
-from stage.evaluate.scores import SceneReal, VideoScores, clip_of
+from stage.evaluate.scores import SceneReal, VideoScores, clip_of, score_video
 
-KINDS = ("ceiling", "still_photograph", "persistence", "real_floor")
+KINDS = ("ceiling", "still_photograph", "persistence", "latent_persistence", "real_floor")
 DESCRIPTIONS = {
     "ceiling": "ground truth encoded + decoded by the autoencoder (one per scene, the same for every seed)",
     "still_photograph": "the first real frame repeated",
     "persistence": "frame t predicted as real frame t-1",
+    "latent_persistence": "frame t predicted as the autoencoder's reconstruction of real frame t-1",
     "real_floor": "real vs real on the same windows: even vs odd frames (and clips) of the ground truth",
 }
 
@@ -60,3 +64,10 @@ def persistence(real: SceneReal, first: int, fvd: Backbone, device: str = "cpu")
     psnr, ssim = _paired(index, real, first, device)
     mad = np.concatenate([[0.0], real.mad[:-1]]) if real.end > 1 else np.zeros(0)
     return VideoScores(real.end, real.feats[index], clips, psnr, ssim, mad)
+
+
+def latent_persistence(recon_frames, gt: np.ndarray, first: int, end: int, fid: Backbone, fvd: Backbone,
+                       device: str = "cpu") -> VideoScores:
+    """Frame t = the reconstruction of real frame max(t - 1, 0); frame features, no clips."""
+    lagged = np.asarray(recon_frames[:end])[np.maximum(np.arange(end) - 1, 0)]
+    return score_video(lagged, gt, first, end, [], fid, fvd, device)

@@ -293,15 +293,27 @@ def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions
                  for v in sorted(inp.one or {}) for st in inp.one_streams},
               **{("ceiling", "ceiling", s): (inp.recon[s].frames, s, inp.scene_end[s], scene_starts[s])
                  for s in (inp.scenes if inp.recon is not None else [])}}
-    scored = _score_videos(videos, lambda frames, scene, end, starts: scores.score_video(
-        frames, inp.gt[scene], first, end, starts, fid, fvd, device), progress)
+    if inp.recon is not None:
+        one_ends = {s: max(e for st, e in inp.one_ends.items() if st[0] == s) for s, _ in inp.one_streams}
+        videos.update({("latent_persistence", "latent_persistence", s): (inp.recon[s].frames, s, e, None)
+                       for s, e in one_ends.items()})
+
+    def score(frames, scene, end, starts):
+        if starts is None:  # a lagged reconstruction
+            return baselines.latent_persistence(frames, inp.gt[scene], first, end, fid, fvd, device)
+        return scores.score_video(frames, inp.gt[scene], first, end, starts, fid, fvd, device)
+
+    scored = _score_videos(videos, score, progress)
     generated: dict[str, dict] = {v: {} for v in sorted(inp.rollouts)}
     one_videos: dict[str, dict] = {v: {} for v in sorted(inp.one or {})}
     refs: dict[str, dict] = {"still_photograph": {}, "persistence": {}}
     if inp.recon is not None:
         refs["ceiling"] = {}
+        if inp.one is not None:
+            refs["latent_persistence"] = {}
     for (kind, name, key), result in scored.items():
-        {"generated": generated, "one_step": one_videos, "ceiling": refs}[kind][name][key] = result
+        {"generated": generated, "one_step": one_videos, "ceiling": refs, "latent_persistence": refs}[kind][name][key] \
+            = result
     for s in inp.scenes:
         refs["still_photograph"][s] = baselines.still_photograph(reals[s], first, fvd, device)
         refs["persistence"][s] = baselines.persistence(reals[s], first, fvd, device)
@@ -349,7 +361,7 @@ def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions
 
     one = {}
     if inp.one is not None:
-        one_refs = {n: ref_row(n) for n in ("persistence", "ceiling") if n in refs}
+        one_refs = {n: ref_row(n) for n in ("persistence", "latent_persistence", "ceiling") if n in refs}
         with _one_thread():
             one = one_step.assess(one_videos, inp.one_streams, inp.one_ends, reals, one_refs, first, fid.kid_scale,
                                   display, bcfg, [stream_id(*st) if bcfg["unit"] == "stream" else st[0]

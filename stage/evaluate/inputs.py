@@ -25,7 +25,7 @@ RERUN_RECONSTRUCT = "re-run `stage reconstruct` for this scene"
 # alike), and those that must agree between variants on the same stream (the same scene data).
 GLOBAL_KEYS = ("n_frames", "num_steps", "config_hash", "autoencoder_hash", "forecaster")
 STREAM_KEYS = ("gt_frames", "cache_sha256")
-RESERVED = ("ceiling", "still_photograph", "persistence", "real_floor")
+RESERVED = ("ceiling", "still_photograph", "persistence", "latent_persistence", "real_floor")
 
 
 @dataclass

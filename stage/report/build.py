@@ -158,7 +158,8 @@ def _metrics_tables(doc: Report, m: Metrics) -> None:
         header, rows = tables.one_step_table(m)
         doc.table(header, rows, col_widths=_widths(len(header), (2.6, 1.3, 1.3)),
                   note="Each frame generated from the real previous frame; persistence repeats the real previous "
-                       "frame.")
+                       "frame, latent_persistence its autoencoder reconstruction (the same copy through the "
+                       "autoencoder every generated frame passes).")
 
 
 def _training_tables(doc: Report, results: Path) -> None:

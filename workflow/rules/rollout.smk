@@ -52,6 +52,8 @@ rule rollout:
     # One thread per batched job, two jobs side by side: the small UNet gains less from a second thread
     # than from a second job.
     threads: 1
+    # Long jobs first, the short one-step jobs after them, where they fill a core beside the last rollout.
+    priority: 1
     resources:
         **sized("rollout", mem_mb=4000, runtime=240),
         gpu=config["rollout"]["gpus"],

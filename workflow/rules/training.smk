@@ -34,6 +34,9 @@ TRAIN_PARAMS = dict(
     conditions=config["conditions"],
 )
 LATER_STAGE = "--variant {wildcards.variant} --init {params.init} "  # stages 2 and 3: a variant, from the last stage
+# Stages 2 and 3 lead to the last rollouts: ahead of the rollouts the first checkpoints already allow, or the
+# last variant's stage 3 waits behind them and its rollout then runs alone, beside an idle core.
+TRAINING_PRIORITY = 2
 
 
 rule train_stage1:
@@ -77,6 +80,7 @@ rule train_stage2:
     conda:
         ENV
     threads: 1
+    priority: TRAINING_PRIORITY
     resources:
         **sized("train_stage2", mem_mb=8000, runtime=240),
         gpu=config["train"]["gpus"],
@@ -103,6 +107,7 @@ rule train_stage3:
     conda:
         ENV
     threads: 1
+    priority: TRAINING_PRIORITY
     resources:
         **sized("train_stage3", mem_mb=8000, runtime=240),
         gpu=config["train"]["gpus"],
