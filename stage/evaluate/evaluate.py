@@ -27,6 +27,7 @@ import contextlib
 import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -188,15 +189,15 @@ class _Names:
         return name, h
 
 
-def _score_videos(videos: dict, score, progress: bool) -> dict:
-    """{key: score(*args)} for `videos` = {key: args}, scored by as many worker threads as torch has threads,
+def _score_videos(videos: dict, progress: bool) -> dict:
+    """{key: score()} for `videos` = {key: score}, scored by as many worker threads as torch has threads,
     each with one torch thread: every video's arithmetic is that of a one-thread run, whatever the workers,
     and the detectors' and SSIM's large products release the GIL, so two workers use two cores."""
     workers = max(1, min(torch.get_num_threads(), len(videos)))
     bar = tqdm(total=len(videos), desc="videos", disable=not progress)
 
     def one(key):
-        result = score(*videos[key])
+        result = videos[key]()
         bar.update()
         return key, result
 
@@ -287,23 +288,22 @@ def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions
 
     t = time.perf_counter()
     reals, real_stats = _real_side(out_dir, inp, fid, fvd, gt_starts, progress)
-    videos = {**{("generated", v, st): (inp.rollouts[v][st].frames, st[0], ends[st], stream_starts[st])
+
+    def video(frames, scene, end, starts):
+        return partial(scores.score_video, frames, inp.gt[scene], first, end, starts, fid, fvd, device)
+
+    videos = {**{("generated", v, st): video(inp.rollouts[v][st].frames, st[0], ends[st], stream_starts[st])
                  for v in sorted(inp.rollouts) for st in streams},
-              **{("one_step", v, st): (inp.one[v][st].frames, st[0], inp.one_ends[st], [])
+              **{("one_step", v, st): video(inp.one[v][st].frames, st[0], inp.one_ends[st], [])
                  for v in sorted(inp.one or {}) for st in inp.one_streams},
-              **{("ceiling", "ceiling", s): (inp.recon[s].frames, s, inp.scene_end[s], scene_starts[s])
+              **{("ceiling", "ceiling", s): video(inp.recon[s].frames, s, inp.scene_end[s], scene_starts[s])
                  for s in (inp.scenes if inp.recon is not None else [])}}
     if inp.recon is not None:
         one_ends = {s: max(e for st, e in inp.one_ends.items() if st[0] == s) for s, _ in inp.one_streams}
-        videos.update({("latent_persistence", "latent_persistence", s): (inp.recon[s].frames, s, e, None)
-                       for s, e in one_ends.items()})
-
-    def score(frames, scene, end, starts):
-        if starts is None:  # a lagged reconstruction
-            return baselines.latent_persistence(frames, inp.gt[scene], first, end, fid, fvd, device)
-        return scores.score_video(frames, inp.gt[scene], first, end, starts, fid, fvd, device)
-
-    scored = _score_videos(videos, score, progress)
+        videos.update({("latent_persistence", "latent_persistence", s): partial(
+            baselines.latent_persistence, inp.recon[s].frames, inp.gt[s], first, e, fid, fvd, device)
+            for s, e in one_ends.items()})
+    scored = _score_videos(videos, progress)
     generated: dict[str, dict] = {v: {} for v in sorted(inp.rollouts)}
     one_videos: dict[str, dict] = {v: {} for v in sorted(inp.one or {})}
     refs: dict[str, dict] = {"still_photograph": {}, "persistence": {}}
@@ -311,9 +311,9 @@ def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions
         refs["ceiling"] = {}
         if inp.one is not None:
             refs["latent_persistence"] = {}
+    into = {"generated": generated, "one_step": one_videos, "ceiling": refs, "latent_persistence": refs}
     for (kind, name, key), result in scored.items():
-        {"generated": generated, "one_step": one_videos, "ceiling": refs, "latent_persistence": refs}[kind][name][key] \
-            = result
+        into[kind][name][key] = result
     for s in inp.scenes:
         refs["still_photograph"][s] = baselines.still_photograph(reals[s], first, fvd, device)
         refs["persistence"][s] = baselines.persistence(reals[s], first, fvd, device)
