@@ -34,8 +34,8 @@ TRAIN_PARAMS = dict(
     conditions=config["conditions"],
 )
 LATER_STAGE = "--variant {wildcards.variant} --init {params.init} "  # stages 2 and 3: a variant, from the last stage
-# Stages 2 and 3 lead to the last rollouts: ahead of the rollouts the first checkpoints already allow, or the
-# last variant's stage 3 waits behind them and its rollout then runs alone, beside an idle core.
+# Stages 2 and 3 lead to the last rollouts: run them ahead of the rollouts that earlier checkpoints already
+# allow, so every rollout is ready early and the short one-step jobs fill the cores at the end.
 TRAINING_PRIORITY = 2
 
 
