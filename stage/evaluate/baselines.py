@@ -33,6 +33,11 @@ DESCRIPTIONS = {
 }
 
 
+def _previous(end: int) -> np.ndarray:
+    """Index of the frame before each of frames [0, end); frame 0 (the real conditioning frame) is its own."""
+    return np.maximum(np.arange(end) - 1, 0)
+
+
 def _paired(pred_index: np.ndarray, real: SceneReal, first: int, device: str) -> tuple[np.ndarray, np.ndarray]:
     """PSNR / SSIM of real frames pred_index[t] as predictions of real frame t, for t in [first, end)."""
     psnr, ssim = np.full(real.end, np.nan), np.full(real.end, np.nan)
@@ -54,7 +59,7 @@ def still_photograph(real: SceneReal, first: int, fvd: Backbone, device: str = "
 
 def persistence(real: SceneReal, first: int, fvd: Backbone, device: str = "cpu") -> VideoScores:
     """Frame t = real frame max(t - 1, 0) (frame 0 has no predecessor: it is the real conditioning frame)."""
-    index = np.maximum(np.arange(real.end) - 1, 0)
+    index = _previous(real.end)
     clips = {}
     for s in real.clips:
         if s - 1 in real.clips:
@@ -69,5 +74,5 @@ def persistence(real: SceneReal, first: int, fvd: Backbone, device: str = "cpu")
 def latent_persistence(recon_frames, gt: np.ndarray, first: int, end: int, fid: Backbone, fvd: Backbone,
                        device: str = "cpu") -> VideoScores:
     """Frame t = the reconstruction of real frame max(t - 1, 0); frame features, no clips."""
-    lagged = np.asarray(recon_frames[:end])[np.maximum(np.arange(end) - 1, 0)]
+    lagged = np.asarray(recon_frames[:end])[_previous(end)]
     return score_video(lagged, gt, first, end, [], fid, fvd, device)
