@@ -82,9 +82,9 @@ def make_inputs(work: Path) -> tuple[dict, str]:
 def child(spec: dict) -> dict:
     """One measured rollout in this (fresh) process: its timings.json of the first stream."""
     torch.set_num_threads(spec["threads"])
-    from stage.rollout.batch import keep_freed_memory
+    from stage.allocator import keep_freed_memory
 
-    keep_freed_memory()  # as `stage rollout` does, for both runs
+    keep_freed_memory()  # as every `stage` command does, for both runs
     from stage.formats.latent_cache import LatentCache
     from stage.formats.scene import open_split
     from stage.latents.autoencoder import load_codec

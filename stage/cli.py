@@ -20,6 +20,7 @@ from pathlib import Path
 
 import stage.commands
 from stage import config as config_mod
+from stage.allocator import keep_freed_memory
 from stage.errors import StageError
 
 
@@ -129,6 +130,7 @@ def _limit_threads(argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _limit_threads(argv)
+    keep_freed_memory()  # every command: large buffers are reused, not page-faulted in again (stage/allocator.py)
     table = command_table()
     args = build_parser(next((a for a in argv if a in table), None)).parse_args(argv)
     with _logging_to(args.log):

@@ -75,15 +75,16 @@ def safetensors_header(path: str | Path, fix: str) -> tuple[dict[str, str], dict
         raise _damaged(path, "not a readable safetensors file", exc, fix) from exc
 
 
-def open_safetensors(path: str | Path, fix: str):
-    """A lazily reading safetensors handle (safetensors.safe_open), its header checked."""
-    from safetensors import safe_open
+def open_rows(path: str | Path, fix: str):
+    """A reader of the rows of a safetensors file's tensors (stage.formats.tensor_file.TensorRows), its header
+    checked."""
+    from stage.formats.tensor_file import TensorRows
 
     path = Path(path)
     _require(path, fix)
     try:
-        return safe_open(str(path), framework="pt")
-    except Exception as exc:
+        return TensorRows(path)
+    except Exception as exc:  # struct / JSON / shape errors of a damaged header
         raise _damaged(path, "not a readable safetensors file", exc, fix) from exc
 
 

@@ -45,3 +45,37 @@ def test_safetensors_alone_does_not_give_equal_bytes(tmp_path):
     """Why the rewrite exists: if this starts failing, safetensors orders its metadata itself."""
     files = {_write(RAW, tmp_path / f"{i}.safetensors") for i in range(6)}
     assert len(files) > 1
+
+
+def test_tensor_rows_read_what_safetensors_reads(tmp_path):
+    import pytest
+    import torch
+
+    from stage.formats.tensor_file import TensorRows, save_tensors
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {"f32": torch.randn(9, 2, 3, generator=g), "bf16": torch.randn(7, 4, generator=g).bfloat16(),
+               "mask": torch.rand(6, 5, generator=g) > 0.5, "i64": torch.arange(11), "scalar": torch.tensor(2.5),
+               "u8": torch.randint(0, 255, (5, 3), generator=g, dtype=torch.uint8)}
+    path = tmp_path / "t.safetensors"
+    save_tensors(tensors, path, {"scene": "x"})
+    rows = TensorRows(path)
+    assert sorted(rows.keys()) == sorted(tensors)
+    with safe_open(str(path), "pt") as f:
+        for key, full in tensors.items():
+            if full.ndim == 0:
+                assert torch.equal(rows.get(key), full) and rows.get(key).ndim == 0
+                continue
+            for index in (slice(None), slice(1, 4), 0, 2, -1, slice(-3, None), slice(0, 5, 2), slice(3, 3)):
+                got, want = rows.get(key, index), f.get_slice(key)[index]
+                assert got.dtype == want.dtype and got.shape == want.shape and torch.equal(got, want), (key, index)
+            assert torch.equal(rows.get(key, slice(None, None, -2)), full.flip(0)[::2])
+            with pytest.raises(IndexError):
+                rows.get(key, len(full))
+    size = int.from_bytes(path.read_bytes()[:8], "little")
+    header = json.loads(path.read_bytes()[8:8 + size])
+    last = max((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][1])
+    with open(path, "r+b") as fh:  # cut inside the last tensor's bytes
+        fh.truncate(path.stat().st_size - 3)
+    with pytest.raises(OSError, match="shorter than its header says"):
+        rows.get(last)

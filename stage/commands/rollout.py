@@ -44,7 +44,6 @@ def run(args, config):
     from stage.errors import StageError
     from stage.formats.latent_cache import LatentCache
     from stage.latents.autoencoder import load_codec
-    from stage.rollout.batch import keep_freed_memory
     from stage.rollout.loading import load_for_rollout
     from stage.rollout.streaming import STOPPED, Generator, Job, find_scene, rollout
 
@@ -58,7 +57,6 @@ def run(args, config):
     rcfg = config["rollout"]
     if rcfg["threads"]:
         torch.set_num_threads(rcfg["threads"])
-    keep_freed_memory()  # this process only rolls out: large buffers are reused, not page-faulted in again
     device = rcfg["device"]
     codec = load_codec(config["autoencoder"], args.autoencoder, device)
     cache = LatentCache(args.cache, expect_autoencoder_hash=codec.hash)

@@ -25,7 +25,7 @@ def run(args, config):
         bar.update(done - bar.n)
 
     try:
-        summary = generate(config, args.out, progress=progress)
+        summary = generate(config, args.out, progress=progress, workers=args.threads or 1)
     finally:
         if bar is not None:
             bar.close()

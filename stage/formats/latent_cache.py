@@ -47,7 +47,7 @@ from stage.errors import StageError
 from stage.formats.scene import ExtractedScene
 from stage.formats.tensor_file import save_tensors
 from stage.paths import name_problem, remove_tree, safe_name
-from stage.readback import field, open_safetensors, read_json, safetensors_header
+from stage.readback import field, open_rows, read_json, safetensors_header
 
 CACHE_FORMAT = 2  # 2: entries record each shard's byte size and sha256
 MANIFEST = "manifest.json"
@@ -174,7 +174,7 @@ class CacheWriter:
 
 @dataclass
 class SceneShard:
-    """Memory-mapped tensors of one cached scene (safetensors.safe_open)."""
+    """The tensors of one cached scene, read row by row (TensorRows: nothing read stays resident)."""
 
     name: str
     path: Path
@@ -182,20 +182,15 @@ class SceneShard:
     sha256: str  # verified against the file when the cache was opened
 
     def __post_init__(self):
-        self._f = None
-        self.keys = set(self._open().keys())
-
-    def _open(self):
-        if self._f is None:  # opened lazily, so shards pickle into DataLoader workers
-            self._f = open_safetensors(self.path, encode_fix(self.path.parent))
-        return self._f
-
-    def __getstate__(self):
-        return {**self.__dict__, "_f": None}
+        self._rows = open_rows(self.path, encode_fix(self.path.parent))  # holds no file open: pickles into workers
+        self.keys = set(self._rows.keys())
 
     def get(self, key: str, index=slice(None)) -> torch.Tensor:
         """Rows `index` (int or slice) of tensor `key`, read without loading the rest of the shard."""
-        t = self._open().get_slice(key)[index]
+        try:
+            t = self._rows.get(key, index)
+        except OSError as exc:  # changed on disk since the cache was opened and verified
+            raise StageError(f"{self.path}: {exc.strerror or exc}; {encode_fix(self.path.parent)}") from exc
         return t.bool() if key == "box_mask" else t
 
 

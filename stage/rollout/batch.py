@@ -64,24 +64,6 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def keep_freed_memory() -> bool:
-    """Let glibc's malloc keep freed blocks for reuse instead of returning them to the OS (process-wide; the
-    rollout command calls it). Every denoising step and decode frees and reallocates the same large activation
-    buffers, and page-faulting them in again each time cost a third of the decode time here (12-stream
-    decode 51-58 -> 25-35 ms per frame; benchmarks/rollout.py). The arithmetic, hence every frame, is unchanged;
-    resident memory stays at its peak. False where the C library is not glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 1 << 30) and mallopt(m_trim_threshold, 1 << 30))
-
-
 def lane_slices(n: int, lanes: int) -> list[slice]:
     """`lanes` contiguous slices of range(n), sizes differing by at most one, larger first."""
     sizes = [n // lanes + (i < n % lanes) for i in range(lanes)]

@@ -14,7 +14,7 @@ rule synth:
         logged("synth")["benchmark"]
     conda:
         ENV
-    threads: 1
+    threads: 2  # one rendering process per thread; nothing else can run before the world exists
     resources:
         mem_mb=4000,
         runtime=30,

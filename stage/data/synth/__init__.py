@@ -1,6 +1,7 @@
 """The embedded procedural driving world, written as a complete nuScenes-format dataset.
 
-    generate(config, out_dir)        -> summary dict; writes <out_dir>/<version>/*.json, samples/, sweeps/, maps/
+    generate(config, out_dir[, workers=N]) -> summary dict; writes <out_dir>/<version>/*.json, samples/, sweeps/,
+                                        maps/ (frames rendered by N processes; the same bytes for any N)
     ground_truth(config, scene_name) -> per-frame ego pose, camera calibration and every agent's box,
                                         straight from the generator (no files read)
 
@@ -12,9 +13,11 @@ map_expansion.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -55,10 +58,68 @@ def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
-def generate(config: dict, out_dir, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Write the synthetic world of `config` (full pipeline config) to out_dir, atomically.
+RENDER_CHUNK = 48  # frames per task of a rendering process: few enough tasks to keep the progress bar moving
 
-    progress(frames_done, frames_total) is called after each rendered frame.
+
+_worker: dict = {}  # a rendering process's world, renderer and JPEG quality (set by _start_worker)
+
+
+def _start_worker(synth: dict, world: World | None = None) -> None:
+    cv2.setNumThreads(1)  # one core per rendering process
+    world = world or World(synth)
+    _worker.update(world=world, renderer=Renderer(world.net, world.camera, world.texture_seed),
+                   quality=synth["jpeg_quality"])
+
+
+def _render_chunk(task: tuple) -> int:
+    """Render and write the frames of (motion, weather, [(frame, path), ...]); how many."""
+    motion, weather, frames = task
+    for frame, path in frames:
+        boxes, colours = scene_boxes(_worker["world"], motion, frame)
+        rgb = _worker["renderer"].render(motion.ego[frame], boxes, colours, weather)
+        path.write_bytes(_jpeg(rgb, _worker["quality"]))
+    return len(frames)
+
+
+def _render(world: World, tables: NuScenesTables, synth: dict, tmp: Path, workers: int,
+            progress: Callable[[int, int], None] | None) -> int:
+    """Every scene's tables, then its frames rendered into tmp in chunks by `workers` processes (a frame depends
+    only on its scene's motion and weather, so the bytes do not depend on the split); the number of frames."""
+    tasks = []
+    for plan in world.plans:
+        motion, weather = world.scene(plan)
+        frames = tables.add_scene(plan, motion, synth["camera_fps"], synth["keyframe_every"],
+                                  lambda agent_name, plan=plan: world.instance_token(plan, agent_name),
+                                  weather.name)
+        todo = [(fr["frame"], tmp / fr["filename"]) for fr in frames]
+        for _, path in todo:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        tasks += [(motion, weather, todo[i:i + RENDER_CHUNK]) for i in range(0, len(todo), RENDER_CHUNK)]
+    total, done = sum(len(t[2]) for t in tasks), 0
+    pool = None
+    if workers <= 1:
+        _start_worker(synth, world)
+        results = map(_render_chunk, tasks)
+    else:  # spawned: a forked child could inherit a lock held by a thread of OpenCV or torch
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_worker, initargs=(synth,))
+        results = pool.map(_render_chunk, tasks)
+    try:
+        for n in results:
+            done += n
+            if progress:
+                progress(done, total)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return total
+
+
+def generate(config: dict, out_dir, progress: Callable[[int, int], None] | None = None, workers: int = 1) -> dict:
+    """Write the synthetic world of `config` (full pipeline config) to out_dir, atomically, its frames rendered by
+    `workers` processes.
+
+    progress(frames_done, frames_total) is called as rendered frames are written.
     """
     config = config_mod.validate(config, source="synth config")
     synth, version = config["synth"], config["dataset"]["version"]
@@ -74,23 +135,7 @@ def generate(config: dict, out_dir, progress: Callable[[int, int], None] | None 
     try:
         _, mask_path = write_map(world.net, synth["map_name"], tmp)
         tables = NuScenesTables(world.seed, synth["map_name"], world.camera)
-        renderer = Renderer(world.net, world.camera, world.texture_seed)
-        total = sum(p.n_frames for p in world.plans)
-        done = 0
-        for plan in world.plans:
-            motion, weather = world.scene(plan)
-            frames = tables.add_scene(plan, motion, synth["camera_fps"], synth["keyframe_every"],
-                                      lambda agent_name, plan=plan: world.instance_token(plan, agent_name),
-                                      weather.name)
-            for fr in frames:
-                boxes, colours = scene_boxes(world, motion, fr["frame"])
-                rgb = renderer.render(motion.ego[fr["frame"]], boxes, colours, weather)
-                path = tmp / fr["filename"]
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(_jpeg(rgb, synth["jpeg_quality"]))
-                done += 1
-                if progress:
-                    progress(done, total)
+        total = _render(world, tables, synth, tmp, workers, progress)
         for rec in tables.t["sample_data"]:
             if rec["fileformat"] == "pcd":
                 path = tmp / rec["filename"]
