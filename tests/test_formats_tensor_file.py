@@ -5,8 +5,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+
+from stage.formats.tensor_file import TensorRows, save_tensors
 
 WRITE = """
 import sys, torch
@@ -48,11 +52,6 @@ def test_safetensors_alone_does_not_give_equal_bytes(tmp_path):
 
 
 def test_tensor_rows_read_what_safetensors_reads(tmp_path):
-    import pytest
-    import torch
-
-    from stage.formats.tensor_file import TensorRows, save_tensors
-
     g = torch.Generator().manual_seed(0)
     tensors = {"f32": torch.randn(9, 2, 3, generator=g), "bf16": torch.randn(7, 4, generator=g).bfloat16(),
                "mask": torch.rand(6, 5, generator=g) > 0.5, "i64": torch.arange(11), "scalar": torch.tensor(2.5),
