@@ -361,7 +361,7 @@ def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions
 
     one = {}
     if inp.one is not None:
-        one_refs = {n: ref_row(n) for n in ("persistence", "latent_persistence", "ceiling") if n in refs}
+        one_refs = {n: ref_row(n) for n in metrics.ONE_STEP_REFERENCES if n in refs}
         with _one_thread():
             one = one_step.assess(one_videos, inp.one_streams, inp.one_ends, reals, one_refs, first, fid.kid_scale,
                                   display, bcfg, [stream_id(*st) if bcfg["unit"] == "stream" else st[0]

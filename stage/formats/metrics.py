@@ -100,6 +100,7 @@ GENERATED_ORDER = ("full", "no_htft", "stages_1_2", "stage1_only", "no_htft_1_2"
 BASELINE_LABELS = {"still_photograph": "still photograph", "persistence": "persistence",
                    "ceiling": "AE ceiling", "real_floor": "real vs real"}
 KINDS = ("generated", *BASELINE_LABELS)
+ONE_STEP_REFERENCES = ("persistence", "latent_persistence", "ceiling")  # the one-step table's rows after the variants
 HIGHER_IS_BETTER = ("PSNR", "SSIM")  # every detector family (KID, FID, FVD, proxies or not) is lower-better
 VERDICTS = ("held", "contradicted", "inconclusive")
 ENTRY_NUMBERS = ("mean", "ci_low", "ci_high")

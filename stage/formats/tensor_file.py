@@ -23,12 +23,17 @@ import torch
 from safetensors.torch import save_file, save_model
 
 
+def _read_header(f) -> tuple[int, object]:
+    """(the header's length in bytes, the parsed header) of the safetensors file open as `f`, at its start."""
+    (size,) = struct.unpack("<Q", f.read(8))
+    return size, json.loads(f.read(size))
+
+
 def canonical_header(path: str | Path) -> None:
     """Sort the metadata keys of the safetensors file at `path`, in place (a file whose header would not keep its
     length is left as safetensors wrote it)."""
     with open(path, "r+b") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
+        size, header = _read_header(f)
         meta = header.get("__metadata__")
         if not isinstance(meta, dict) or len(meta) < 2:
             return
@@ -63,8 +68,7 @@ class TensorRows:
     def __init__(self, path: str | Path):
         self.path = str(path)
         with open(self.path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(size))
+            size, header = _read_header(f)
         if not isinstance(header, dict):
             raise ValueError("the header is not a JSON object")
         header.pop("__metadata__", None)

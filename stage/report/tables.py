@@ -10,7 +10,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from stage.atomic import write_text
-from stage.formats.metrics import Metrics, higher_is_better
+from stage.formats.metrics import ONE_STEP_REFERENCES, Metrics, higher_is_better
 from stage.report.pdf import fmt
 
 DASH = "\u2014"
@@ -92,7 +92,7 @@ def one_step_table(m: Metrics) -> tuple[list[str], list[list[str]]]:
     metrics = [x for x in m.metric_names() if any(x in e["metrics"] for e in m.one_step.values())]
     metrics += sorted({x for e in m.one_step.values() for x in e["metrics"]} - set(metrics))
     header = ["row", "frames", "streams"] + [metric_header(x) for x in metrics]
-    refs = [b for b in ("persistence", "latent_persistence", "ceiling") if b in m.one_step]
+    refs = [b for b in ONE_STEP_REFERENCES if b in m.one_step]
     order = [v for v in m.generated() if v in m.one_step] + refs
     order += sorted(set(m.one_step) - set(order))
     rows = []
