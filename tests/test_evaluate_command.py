@@ -15,7 +15,7 @@ from stage import cli
 from stage import config as config_mod
 from stage.evaluate.backbones import file_sha256
 from stage.evaluate.evaluate import evaluate
-from stage.formats.metrics import DIFFERENCE_COLUMNS, SCHEMA_PATH, SEGMENT_COLUMNS, STREAM_COLUMNS
+from stage.formats.metrics import DIFFERENCE_COLUMNS, GATES, SCHEMA_PATH, SEGMENT_COLUMNS, STREAM_COLUMNS
 from stage.formats.scene import write_index, write_scene
 
 T, H, W = 61, 32, 48
@@ -293,3 +293,15 @@ def test_inception_weights_need_torch_fidelity(tmp_path):
         load_backbones(cfg)
     with pytest.raises(StageError, match="both set"):
         load_backbones({**cfg, "inception_path": str(weights)})
+
+
+def test_gates_tell_a_working_variant_from_a_broken_one(run):
+    m, _ = run
+    g = {(e["variant"], e["gate"]): e for e in m["gates"]}
+    assert {v for v, _ in g} == {"good", "noisy", "degrading"} and len(g) == 3 * 4
+    assert all(g[("good", gate)]["met"] for gate in GATES)
+    assert g[("good", "one_step_psnr")]["value"] < 0          # sharper than the previous real frame
+    assert g[("noisy", "beats_still_photograph")]["value"] == 3 and g[("noisy", "no_collapse")]["value"] == 4
+    assert g[("degrading", "beats_still_photograph")]["met"] and not g[("degrading", "no_collapse")]["met"]
+    assert "4 drift past a ratio of 1.5" in g[("degrading", "no_collapse")]["detail"]
+    assert g[("noisy", "one_step_psnr")]["met"] is None        # it has no one-step run

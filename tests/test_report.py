@@ -45,6 +45,16 @@ CLAIMS = [
      "ci_high": None, "verdict": "contradicted", "n_streams": 3},
 ]
 
+GATE_DOC = [  # full works, no_htft drifts, stages_1_2 was not scored one-step
+    {"gate": "one_step_psnr", "variant": "full", "value": 0.4, "limit": 1.0, "met": True, "detail": ""},
+    {"gate": "no_collapse", "variant": "full", "value": 0, "limit": 0, "met": True, "detail": ""},
+    {"gate": "one_step_psnr", "variant": "no_htft", "value": 1.6, "limit": 1.0, "met": False, "detail": ""},
+    {"gate": "no_collapse", "variant": "no_htft", "value": 2, "limit": 0, "met": False, "detail": ""},
+    {"gate": "one_step_psnr", "variant": "stages_1_2", "value": None, "limit": 1.0, "met": None,
+     "detail": "no one-step PSNR for it or for persistence"},
+    {"gate": "no_collapse", "variant": "stages_1_2", "value": 1, "limit": 0, "met": False, "detail": ""},
+]
+
 
 def summary(mean, half=1.0, **extra):
     if mean is None:
@@ -77,6 +87,7 @@ def metrics_doc(psnr=PSNR, kid=KIDS, one_step_psnr=25.0):
         "one_step": {"full": {"PSNR": summary(one_step_psnr), KID: summary(0.02), "frames": 24, "streams": 2},
                      "persistence": {"PSNR": summary(24.0), KID: summary(0.03), "frames": 24, "streams": 2}},
         "claims": copy.deepcopy(CLAIMS),
+        "gates": copy.deepcopy(GATE_DOC),
         "verdict_rule": "held when the 95% interval of the effect lies on the better side of zero.",
         "bootstrap": {"resamples": 1000, "seed": 0, "level": 0.95, "unit": "streams"},
         "collapse": {"statistic": "KID-proxy of a sliding window", "window": 16, "stride": 4, "threshold": 0.5,
@@ -153,6 +164,14 @@ def test_verdict_table_states_each_claim_with_its_numbers(results):
                        "KID-proxy, frames 16\u201347 (lower is better)", "-0.0123 [-0.0201, -0.0042]", "3", "held"]
     assert rows[1][3:] == ["0.5 [-0.4, 1.3]", "3", "inconclusive"]
     assert rows[2][2:] == ["time_to_collapse (higher is better)", "\u2014", "3", "contradicted"]
+
+
+def test_gate_table_shows_each_variants_value_and_whether_it_met_the_target(results):
+    header, rows = tables.gate_table(load(results[0]))
+    assert header == ["variant", "one-step PSNR below persistence (target <= 1 dB)",
+                      "streams that collapse or drift (target 0)"]
+    assert rows == [["full", "0.4 dB: met", "0: met"], ["no_htft", "1.6 dB: missed", "2: missed"],
+                    ["stages_1_2", "not measured: no one-step PSNR for it or for persistence", "1: missed"]]
 
 
 def test_metrics_tables_hold_means_and_intervals_of_every_row(results):
@@ -245,6 +264,7 @@ def test_figures_tables_and_videos_from_constructed_inputs(results):
     assert full.loc["all", "mean"] == 28 and full.loc["16-48", "mean"] == pytest.approx(26.73)
     html = made["metrics_html"].read_text()
     assert "HTFT reduces long-horizon drift" in html and "-0.0123 [-0.0201, -0.0042]" in html
+    assert "<h3>Gates</h3>" in html and "1.6 dB: missed" in html
 
 
 def test_report_pdf_shows_verdicts_numbers_and_the_frozen_frame_warning(results, tmp_path):
@@ -254,7 +274,8 @@ def test_report_pdf_shows_verdicts_numbers_and_the_frozen_frame_warning(results,
     for s in ("Read this first", "Claims and verdicts", "HTFT reduces long-horizon drift", "held", "inconclusive",
               "contradicted", "-0.0123 [-0.0201, -0.0042]", "28 [27, 29]", "Frames 16\u201347",
               "Every variant does at least as well as the still photograph", "bootstrap, resampling streams",
-              "Verdict rule: held when", "stage 1 (all variants) 200 0.812 0.0875", "Vista", "git commit"):
+              "Verdict rule: held when", "stage 1 (all variants) 200 0.812 0.0875", "Vista", "git commit",
+              "Gates: does each variant work at all?", "2 of 5 measured gates met", "1.6 dB: missed"):
         assert s in text, s
     assert "loses to" not in text
     losing = tmp_path / "losing"
@@ -267,6 +288,8 @@ def test_report_pdf_shows_verdicts_numbers_and_the_frozen_frame_warning(results,
 @pytest.mark.parametrize("damage, message", [
     (lambda d: d.update(format_version=1), r"format_version 1, but the report reads format_version 2"),
     (lambda d: d["claims"][1].pop("verdict"), r"\(claims\[1\]\): field 'verdict' is missing"),
+    (lambda d: d["gates"][0].update(gate="sharpness"), r"\(gates\[0\]\): gate 'sharpness' is not one of"),
+    (lambda d: d["gates"][1].update(met="yes"), r"\(gates\[1\]\).met is 'yes', not true, false or null"),
     (lambda d: d["variants"]["full"]["segments"]["PSNR"][0].update(mean="high"),
      r"variants.full\).segments.PSNR\[0\].mean is 'high', not a number"),
     (lambda d: d["streams"].__setitem__(0, {"scene": "../x", "seed": 0}), r"scene '../x' cannot name a folder"),

@@ -37,8 +37,8 @@ from tqdm import tqdm
 from stage.config import section_hash
 from stage.digest import file_digest
 from stage.errors import StageError
-from stage.evaluate import (baselines, bootstrap, claims, collapse, drift, kid, one_step, paired, protocol, real_cache,
-                            scores, verdicts)
+from stage.evaluate import (baselines, bootstrap, claims, collapse, drift, gates, kid, one_step, paired, protocol,
+                            real_cache, scores, verdicts)
 from stage.evaluate.backbones import Backbone, load_backbones
 from stage.evaluate.inputs import (Video, check_protocols, check_streams, find_reconstructions, find_rollouts,
                                    run_length)
@@ -412,6 +412,7 @@ def evaluate(rollouts_dir, ground_truth_dir, out_dir, cfg: dict, reconstructions
         "one_step": one,
         "claims": claim_entries,
         "claims_skipped": skipped,
+        "gates": gates.assess(variants, one, H, fid.kid_family, cfg["gates"]),
         "verdict_rule": verdicts.rule_text(bcfg["level"], cfg["verdict"]["survival_share"], bcfg["resamples"],
                                            bcfg["unit"]),
         "bootstrap": {"resamples": bcfg["resamples"], "seed": bcfg["seed"], "level": bcfg["level"],

@@ -103,6 +103,7 @@ KINDS = ("generated", *BASELINE_LABELS)
 ONE_STEP_REFERENCES = ("persistence", "latent_persistence", "ceiling")  # the one-step table's rows after the variants
 HIGHER_IS_BETTER = ("PSNR", "SSIM")  # every detector family (KID, FID, FVD, proxies or not) is lower-better
 VERDICTS = ("held", "contradicted", "inconclusive")
+GATES = ("one_step_psnr", "one_step_kid", "beats_still_photograph", "no_collapse")
 ENTRY_NUMBERS = ("mean", "ci_low", "ci_high")
 
 
@@ -148,6 +149,7 @@ class Metrics:
     one_step: dict[str, dict]
     horizon: int
     notes: dict  # verdict_rule, bootstrap, collapse, notes: as written (text for the report's notes)
+    gates: list[dict]  # evaluate's gate entries ([] from writers before gates)
 
     @property
     def kid(self) -> str:
@@ -221,6 +223,16 @@ def _claim(raw, where: str) -> dict:
             **{k: _number(raw.get(k), f"{where}.{k}") for k in ("effect", "ci_low", "ci_high")}}
 
 
+def _gate(raw, where: str) -> dict:
+    gate = _labelled(raw, where, "gate", GATES)
+    met = raw.get("met")
+    if met is not None and not isinstance(met, bool):
+        raise StageError(f"{where}.met is {met!r}, not true, false or null; {FIX}")
+    return {"gate": gate, "variant": field(raw, "variant", where, FIX, str), "met": met,
+            "detail": str(raw.get("detail") or ""),
+            **{k: _number(raw.get(k), f"{where}.{k}") for k in ("value", "limit")}}
+
+
 def _one_step(raw, where: str) -> dict:
     out = {}
     for name, entry in (raw or {}).items():
@@ -263,5 +275,6 @@ def load(path: str | Path) -> Metrics:
         horizon = segments[-1][1] if segments else 0
     horizon = int(field({"horizon": horizon}, "horizon", where, FIX, int))
     notes = {k: raw.get(k) for k in ("verdict_rule", "bootstrap", "collapse", "notes")}
+    gates = [_gate(g, f"{where} (gates[{i}])") for i, g in enumerate(raw.get("gates") or [])]
     return Metrics(path, dict(families), streams, segments, variants, claims,
-                   _one_step(raw.get("one_step"), f"{where} (one_step)"), horizon, notes)
+                   _one_step(raw.get("one_step"), f"{where} (one_step)"), horizon, notes, gates)

@@ -126,6 +126,21 @@ def _read_first(doc: Report, m: Metrics) -> None:
             warning=findings.loses(m))
 
 
+def _gates(doc: Report, m: Metrics) -> None:
+    if not m.gates:
+        return
+    doc.heading("Gates: does each variant work at all?")
+    measured = [g for g in m.gates if g["met"] is not None]
+    doc.paragraph(f"{sum(g['met'] for g in measured)} of {len(measured)} measured gates met. A claim compares two "
+                  "variants; a gate asks whether one works: sharp next frames (one-step against persistence and "
+                  "the autoencoder ceiling), rollouts that beat a frozen frame in every segment, streams that "
+                  "neither collapse nor drift. The targets are the project's acceptance criteria, fixed in "
+                  "`evaluate.gates`; where a gate is missed, the claims are tested on a model that does not yet "
+                  "work.")
+    header, rows = tables.gate_table(m)
+    doc.table(header, rows, col_widths=_widths(len(header), (2.6,)))
+
+
 def _verdicts(doc: Report, m: Metrics) -> None:
     doc.heading("Claims and verdicts")
     if not m.claims:
@@ -266,6 +281,7 @@ def build_report(results: str | Path, config: dict, out: str | Path) -> Path:
     doc = Report("STAGE reproduction report")
     doc.paragraph(f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by `stage report`.")
     _read_first(doc, m)
+    _gates(doc, m)
     _verdicts(doc, m)
     _metrics_tables(doc, m)
     _what_was_run(doc, m, config)

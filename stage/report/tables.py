@@ -87,6 +87,34 @@ def collapse_table(m: Metrics) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+GATE_COLUMNS = {  # gate: (column title with {limit}, unit of its value)
+    "one_step_psnr": ("one-step PSNR below persistence (target <= {limit} dB)", " dB"),
+    "one_step_kid": ("one-step KID / AE ceiling (target <= {limit}x)", "x"),
+    "beats_still_photograph": ("segments not above the still photograph on PSNR (target {limit})", ""),
+    "no_collapse": ("streams that collapse or drift (target {limit})", ""),
+}
+
+
+def gate_table(m: Metrics) -> tuple[list[str], list[list[str]]]:
+    """One row per variant, one column per gate: its value and whether the target is met."""
+    by = {(g["variant"], g["gate"]): g for g in m.gates}
+    limits = {g["gate"]: g["limit"] for g in m.gates}
+    gates = [g for g in GATE_COLUMNS if g in limits]
+    header = ["variant"] + [GATE_COLUMNS[g][0].format(limit=fmt(limits[g])) for g in gates]
+    rows = []
+    listed = dict.fromkeys(g["variant"] for g in m.gates)
+    for v in [v for v in m.generated() if v in listed] + [v for v in listed if v not in m.generated()]:
+        row = [v]
+        for g in gates:
+            e = by.get((v, g))
+            if e is None or e["met"] is None:
+                row.append("not measured" + (f": {e['detail']}" if e and e["detail"] else ""))
+            else:
+                row.append(f"{fmt(e['value'])}{GATE_COLUMNS[g][1]}: {'met' if e['met'] else 'missed'}")
+        rows.append(row)
+    return header, rows
+
+
 def one_step_table(m: Metrics) -> tuple[list[str], list[list[str]]]:
     """Teacher-forced quality: each frame generated from the real previous frame."""
     metrics = [x for x in m.metric_names() if any(x in e["metrics"] for e in m.one_step.values())]
@@ -142,6 +170,8 @@ def write_html(m: Metrics, statements: list[str], out: Path) -> Path:
     parts = ["<h3>Read this first</h3><ul>" + "".join(f"<li>{escape(s)}</li>" for s in statements) + "</ul>"]
     if m.claims:
         parts.append("<h3>Claims</h3>" + _html_table(VERDICT_HEADER, verdict_rows(m)))
+    if m.gates:
+        parts.append("<h3>Gates</h3>" + _html_table(*gate_table(m)))
     parts.append("<h3>All scored frames</h3>" + _html_table(*metrics_table(m)))
     for w in m.claim_windows():
         parts.append(f"<h3>Frames {frames_label(*w)}</h3>" + _html_table(*metrics_table(m, w)))
