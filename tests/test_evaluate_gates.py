@@ -22,7 +22,8 @@ def variant(psnr, kind="generated", ttc=(120, 120), collapsed=(False, False), dr
             "collapsed": list(collapsed), "drift_ratio": list(drift)}
 
 
-ONE = {"persistence": {"PSNR": summary(26.0), KID: summary(0.0)}, "ceiling": {"PSNR": summary(29.0), KID: summary(1e-5)},
+ONE = {"persistence": {"PSNR": summary(26.0), KID: summary(0.0)},
+       "ceiling": {"PSNR": summary(29.0), KID: summary(1e-5)},
        "sharp": {"PSNR": summary(25.5), KID: summary(2e-5)}, "blurry": {"PSNR": summary(24.9), KID: summary(3.1e-5)}}
 
 
@@ -48,7 +49,8 @@ def test_one_step_gates_compare_with_persistence_and_the_ceiling():
 
 
 def test_a_tie_with_the_still_photograph_is_not_a_win():
-    variants = {"v": variant([20.0, 18.0, 17.5]), "still_photograph": variant([19.0, 18.0, 17.0], kind="still_photograph")}
+    variants = {"v": variant([20.0, 18.0, 17.5]),
+                "still_photograph": variant([19.0, 18.0, 17.0], kind="still_photograph")}
     g = by_gate(gates.assess(variants, ONE, 120, KID, CFG), "v")["beats_still_photograph"]
     assert g["value"] == 1 and g["met"] is False and g["limit"] == 0
     assert g["detail"] == "loses 1 of 3 segments (frames 40-79)"

@@ -62,7 +62,8 @@ def beats_still_photograph(variants: dict, variant: str) -> dict:
         if mine <= base:
             lost.append(f"{e['start']}-{e['end'] - 1}")  # 0-based, inclusive, as the report prints ranges
     if not compared:
-        return _entry("beats_still_photograph", variant, None, 0, None, "no segment scored for it and the still photograph")
+        return _entry("beats_still_photograph", variant, None, 0, None,
+                      "no segment scored for it and the still photograph")
     detail = f"loses {len(lost)} of {compared} segments" + (f" (frames {', '.join(lost)})" if lost else "")
     return _entry("beats_still_photograph", variant, len(lost), 0, not lost, detail)
 
