@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+from stage.formats.metrics import paired_segments
+
 STILL, PERSISTENCE, CEILING = "still_photograph", "persistence", "ceiling"
 
 
@@ -52,36 +54,27 @@ def one_step_kid(one: dict, variant: str, kid: str, limit: float) -> dict:
 
 
 def beats_still_photograph(variants: dict, variant: str) -> dict:
-    still = {(e["start"], e["end"]): _mean(e) for e in variants.get(STILL, {}).get("segments", {}).get("PSNR", [])}
-    lost, compared = [], 0
-    for e in variants[variant]["segments"].get("PSNR", []):
-        base, mine = still.get((e["start"], e["end"])), _mean(e)
-        if base is None or mine is None:
-            continue
-        compared += 1
-        if mine <= base:
-            lost.append(f"{e['start']}-{e['end'] - 1}")  # 0-based, inclusive, as the report prints ranges
-    if not compared:
+    pairs = paired_segments(variants[variant]["segments"].get("PSNR", []),
+                            variants.get(STILL, {}).get("segments", {}).get("PSNR", []))
+    if not pairs:
         return _entry("beats_still_photograph", variant, None, 0, None,
                       "no segment scored for it and the still photograph")
-    detail = f"loses {len(lost)} of {compared} segments" + (f" (frames {', '.join(lost)})" if lost else "")
+    # 0-based, inclusive, as the report prints ranges
+    lost = [f"{e['start']}-{e['end'] - 1}" for e, b in pairs if e["mean"] <= b["mean"]]
+    detail = f"loses {len(lost)} of {len(pairs)} segments" + (f" (frames {', '.join(lost)})" if lost else "")
     return _entry("beats_still_photograph", variant, len(lost), 0, not lost, detail)
 
 
 def no_collapse(variants: dict, variant: str, horizon: int, limit: float) -> dict:
     e = variants[variant]
-    times = e.get("time_to_collapse") or []
-    if not times:
+    if not e["collapsed"]:
         return _entry("no_collapse", variant, None, 0, None, "no stream scored")
-    collapsed = e.get("collapsed") or [t < horizon for t in times]
-    # no ratio where the first segment's KID is not positive: nothing there to drift from
-    ratios = [r if r is not None and math.isfinite(r) else None for r in e.get("drift_ratio") or []]
-    ratios += [None] * (len(times) - len(ratios))
-    drifted = [r is not None and r > limit for r in ratios]
-    failing = sum(c or d for c, d in zip(collapsed, drifted))
+    # no ratio (drift.drift_ratio) where the first segment's KID is not positive: nothing there to drift from
+    drifted = [r is not None and r > limit for r in e["drift_ratio"]]
+    failing = sum(c or d for c, d in zip(e["collapsed"], drifted))
     return _entry("no_collapse", variant, failing, 0, failing == 0,
-                  f"{sum(collapsed)} of {len(times)} streams collapse before frame {horizon}; {sum(drifted)} drift "
-                  f"past a ratio of {limit:g}; {ratios.count(None)} have no drift ratio")
+                  f"{sum(e['collapsed'])} of {len(e['collapsed'])} streams collapse before frame {horizon}; "
+                  f"{sum(drifted)} drift past a ratio of {limit:g}; {e['drift_ratio'].count(None)} have no drift ratio")
 
 
 def assess(variants: dict, one: dict, horizon: int, kid: str, cfg: dict) -> list[dict]:

@@ -111,6 +111,13 @@ def higher_is_better(metric: str) -> bool:
     return metric in HIGHER_IS_BETTER
 
 
+def paired_segments(entries: list[dict], base: list[dict]) -> list[tuple[dict, dict]]:
+    """(entry, base entry) of every segment of `entries` that `base` also scores, both with a mean."""
+    by = {(b["start"], b["end"]): b for b in base}
+    pairs = [(e, by.get((e["start"], e["end"]))) for e in entries]
+    return [(e, b) for e, b in pairs if b is not None and e["mean"] is not None and b["mean"] is not None]
+
+
 def _number(value, where: str):
     if value is None:
         return None

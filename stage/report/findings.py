@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stage.formats.metrics import Metrics, higher_is_better
+from stage.formats.metrics import Metrics, higher_is_better, paired_segments
 from stage.report.tables import frames_label, interval
 
 STILL, PERSISTENCE = "still_photograph", "persistence"
@@ -43,15 +43,9 @@ def compared_metrics(m: Metrics) -> list[str]:
 
 def segment_losses(m: Metrics, variant: str, metric: str) -> tuple[list[Loss], int]:
     """(segments where `variant` is worse than the still photograph on `metric`, segments compared)."""
-    base = {(e["start"], e["end"]): e for e in m.variants[STILL]["segments"].get(metric, [])}
-    losses, compared = [], 0
-    for e in m.variants[variant]["segments"].get(metric, []):
-        b = base.get((e["start"], e["end"]))
-        if b and e["mean"] is not None and b["mean"] is not None:
-            compared += 1
-            if loss := _loss(metric, (e["start"], e["end"]), e, b):
-                losses.append(loss)
-    return losses, compared
+    pairs = paired_segments(m.variants[variant]["segments"].get(metric, []),
+                            m.variants[STILL]["segments"].get(metric, []))
+    return [loss for e, b in pairs if (loss := _loss(metric, (e["start"], e["end"]), e, b))], len(pairs)
 
 
 def one_step_losses(m: Metrics, variant: str) -> list[Loss]:

@@ -102,8 +102,8 @@ def gate_table(m: Metrics) -> tuple[list[str], list[list[str]]]:
     gates = [g for g in GATE_COLUMNS if g in limits]
     header = ["variant"] + [GATE_COLUMNS[g][0].format(limit=fmt(limits[g])) for g in gates]
     rows = []
-    listed = dict.fromkeys(g["variant"] for g in m.gates)
-    for v in [v for v in m.generated() if v in listed] + [v for v in listed if v not in m.generated()]:
+    listed, generated = dict.fromkeys(g["variant"] for g in m.gates), m.generated()
+    for v in [v for v in generated if v in listed] + [v for v in listed if v not in generated]:
         row = [v]
         for g in gates:
             e = by.get((v, g))
