@@ -55,6 +55,26 @@ def test_each_stream_of_a_batch_draws_its_noise_from_its_own_generator():
     assert float((batched[1:] - single).abs().max()) < 1e-4  # batched kernels: equal up to the last bits
 
 
+def test_an_anchored_sample_takes_the_references_channel_means_and_keeps_the_rest():
+    torch.manual_seed(0)
+    model = build_model(four_step_config()).eval()
+    plain_model = build_model(tiny_config(overrides={"diffusion": {"num_steps": 4, "anchor_channel_means": False}}))
+    plain_model.load_state_dict(model.state_dict())
+    cond, reference = conditions(batch=2), 3 + 2 * torch.randn(2, 4, 8, 12)
+
+    def sample(m, ref):
+        return sample_frame(m, cond, new_buffers(m), generator=[torch.Generator().manual_seed(s) for s in (1, 2)],
+                            reference=ref)
+
+    plain, anchored = sample(model, None), sample(model, reference)
+    means = (-2, -1)
+    assert float((plain.mean(means) - reference.mean(means)).abs().min()) > 0.5  # far apart without it
+    assert torch.allclose(anchored.mean(means), reference.mean(means), atol=1e-5)
+    assert torch.allclose(anchored - anchored.mean(means, keepdim=True), plain - plain.mean(means, keepdim=True),
+                          atol=1e-5)
+    assert torch.equal(sample(plain_model.eval(), reference), plain)  # switched off: the sampler as it was
+
+
 def test_high_frequency_term_is_part_of_the_l2():
     err = torch.randn(2, 4, 8, 12)
     full = (high_pass(err, 0.0).abs() ** 2).sum()

@@ -230,11 +230,20 @@ def test_teacher_forced_frames_condition_on_the_real_latents(setup, uninterrupte
                                             shard.get("box_mask", slice(t, t + 1)))
             cond = FrameConditions(real[max(t - 1, 0):max(t, 1)], shard.get("hdmap_latents", slice(t, t + 1)).float(),
                                    boxes, None if t == 0 else anchor)
-            want.append(sample_frame(model, cond, buffers, num_steps=steps, generator=gen)[0])
+            want.append(sample_frame(model, cond, buffers, num_steps=steps, generator=gen,
+                                     reference=cond.cond_latent)[0])
     want = torch.stack(want)
     assert float((got - want).abs().max()) <= LATENT_TOL
     assert float((got[0] - generated[0]).abs().max()) <= LATENT_TOL  # frame 0 is the same in both modes
     assert float((got[1:] - generated[1:]).abs().amax(dim=(1, 2, 3)).min()) > 1e3 * LATENT_TOL
+
+
+def test_free_rollouts_keep_the_first_frames_channel_means(setup, uninterrupted):
+    paths = setup[1]
+    for scene, seed in streams_of(setup):
+        first = find_shard(LatentCache(paths["cache"]), scene).get("latents", slice(0, 1)).float()
+        means = arrays(uninterrupted, scene, seed)[0].mean((-2, -1))
+        assert float((means - first.mean((-2, -1))).abs().max()) <= LATENT_TOL, f"{scene}/{seed}"
 
 
 def test_teacher_forced_beyond_the_recorded_frames_is_refused(setup, tmp_path):

@@ -78,6 +78,8 @@ def test_stage3_conditions_on_its_own_outputs_except_every_w_frames(runs):
         for j in range(8):
             expected = window["prev_latent"][:, j] if real[j] else generated[:, j - 1]
             assert torch.equal(used[:, j], expected)
+            last_real = expected if real[j] else last_real  # every frame keeps the last real frame's colour
+            assert torch.allclose(generated[:, j].mean((-2, -1)), last_real.mean((-2, -1)), atol=1e-5)
         assert not torch.equal(generated[:, 1], window["latent"][:, 1])
     # the run's log: W doubles every 2 steps, real condition frames exactly at j % W == 0 over the lead-in
     # (buffer_size 4 frames) and the window (4 frames) alike

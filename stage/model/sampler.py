@@ -44,6 +44,11 @@ def initial_noise(ref: torch.Tensor, generator: torch.Generator | Sequence[torch
                       for g in generator])
 
 
+def anchor_channel_means(latent: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """`latent` (B, C, h, w) with each channel's spatial mean replaced by `reference`'s."""
+    return latent - latent.mean((-2, -1), keepdim=True) + reference.to(latent.dtype).mean((-2, -1), keepdim=True)
+
+
 def step_sigmas(diffusion_cfg: dict, num_steps: int) -> torch.Tensor:
     """(num_steps,) the noise levels one sampling pass evaluates the denoiser at (without the final 0)."""
     scheduler = make_scheduler(diffusion_cfg)
@@ -54,7 +59,8 @@ def step_sigmas(diffusion_cfg: dict, num_steps: int) -> torch.Tensor:
 @torch.no_grad()
 def sample_frame(model: StageModel, cond: FrameConditions, buffers: StepBuffers | None = None,
                  num_steps: int | None = None,
-                 generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
+                 generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                 reference: torch.Tensor | None = None) -> torch.Tensor:
     """Sample frame T's latent (B, 4, h, w) given its conditions and the per-step buffers.
 
     Args:
@@ -63,6 +69,8 @@ def sample_frame(model: StageModel, cond: FrameConditions, buffers: StepBuffers 
         buffers: StepBuffers with one buffer per step (`new_buffers`), or None (no temporal memory).
         num_steps: sampling steps; default `diffusion.num_steps`. Must equal len(buffers).
         generator: source of the initial noise: one generator, or one per batch row (independent streams).
+        reference: (B, C, h, w) the last real latent this chain was given; with
+            `diffusion.anchor_channel_means` the sample's channel means are set to its (anchor_channel_means).
     """
     num_steps = num_steps or model.diffusion_cfg["num_steps"]
     if buffers is not None and len(buffers) != num_steps:
@@ -83,4 +91,7 @@ def sample_frame(model: StageModel, cond: FrameConditions, buffers: StepBuffers 
         denoised = model.denoise(x, sigma.to(ref.device), cond, buffers[step] if buffers is not None else None)
         # the scheduler's Euler step from the denoised estimate (preconditioning already applied)
         x = scheduler.step(denoised, t, x, pred_original_sample=denoised).prev_sample
+    # a checkpoint written before the key existed was trained and rolled out without it
+    if reference is not None and model.diffusion_cfg.get("anchor_channel_means", False):
+        x = anchor_channel_means(x, reference)
     return x

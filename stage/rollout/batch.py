@@ -163,23 +163,32 @@ class BatchRun:
                                torch.cat([boxes[s.scene] for s in self.streams]),
                                None if t == 0 else torch.cat([i.anchor for i in ins]))  # None = zeros
 
-    def _lane_frame(self, lane: Lane, cond: FrameConditions) -> tuple[torch.Tensor, np.ndarray]:
+    def reference_at(self, t: int, cond: FrameConditions) -> torch.Tensor:
+        """The last real latent each stream's chain was given: its condition frame where that is real, else
+        the scene's first frame."""
+        if t == 0 or self.spec.teacher_forced:
+            return cond.cond_latent
+        return torch.cat([self.scenes[s.scene].real_first for s in self.streams])
+
+    def _lane_frame(self, lane: Lane, cond: FrameConditions, reference: torch.Tensor
+                    ) -> tuple[torch.Tensor, np.ndarray]:
         rows = lane.rows
         part = FrameConditions(cond.cond_latent[rows], cond.map_latent[rows], cond.box_tokens[rows],
                                None if cond.anchor_tokens is None else cond.anchor_tokens[rows])
         with torch.inference_mode(), precision.autocast(self.device, self.spec.precision):  # both thread-local
             latents = sample_frame(self.model, part, lane.buffers, num_steps=self.spec.num_steps,
-                                   generator=[s.generator for s in self.streams[rows]])
+                                   generator=[s.generator for s in self.streams[rows]], reference=reference[rows])
             if not bool(torch.isfinite(latents).all()):
                 return latents, None  # reported by the caller, which knows the frame
             return latents, to_uint8(self.codec.decode(latents, batch_size=len(self.streams)))
 
     def step(self, t: int, pool: ThreadPoolExecutor | None) -> None:
         cond = self.conditions_at(t)
+        reference = self.reference_at(t, cond)
         if pool is None:
-            results = [self._lane_frame(lane, cond) for lane in self.lanes]
+            results = [self._lane_frame(lane, cond, reference) for lane in self.lanes]
         else:
-            results = list(pool.map(lambda lane: self._lane_frame(lane, cond), self.lanes))
+            results = list(pool.map(lambda lane: self._lane_frame(lane, cond, reference), self.lanes))
         self.prev = torch.cat([r[0] for r in results])
         self._check_finite(t)
         images = np.concatenate([r[1] for r in results])

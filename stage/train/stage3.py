@@ -56,9 +56,11 @@ def rollout_window(model, conditions, window: dict, w: int, num_steps: int,
     for j in range(n):
         use_real = j % w == 0  # the real frame replaces the model's own every W frames
         cf = window["prev_latent"][:, j] if use_real else generated[-1]
+        last_real = cf if use_real else last_real
         cond = frame_conditions(conditions, frame_of(window, j), cf)
         with precision.autocast(window["latent"].device, precision_name):
-            generated.append(sample_frame(model, cond, buffers, num_steps=num_steps, generator=generator))
+            generated.append(sample_frame(model, cond, buffers, num_steps=num_steps, generator=generator,
+                                          reference=last_real))
         used.append(cf)
         real.append(use_real)
     model.train(was_training[0])

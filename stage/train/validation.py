@@ -77,7 +77,7 @@ class Validation:
         cfs = w["prev_latent"].clone()
         for j in range(2, w["latent"].shape[1]):
             cond = frame_conditions(t.conditions, frame_of(w, j - 1), w["prev_latent"][:, j - 1])
-            cfs[:, j] = sample_frame(t.model, cond, None, generator=gen)
+            cfs[:, j] = sample_frame(t.model, cond, None, generator=gen, reference=w["prev_latent"][:, j - 1])
         return cfs
 
     def record(self, point: str, step: int) -> dict[tuple[str, float], float]:
