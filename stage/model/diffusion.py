@@ -22,7 +22,9 @@ Choices the paper leaves open ([dev] = seen in the development code, [ours] = ou
 - high-frequency term: the same weighted L2 on the high-passed error HP(D - x0); HP keeps the 2-D
   FFT frequencies whose radius is >= `hf_cutoff` x Nyquist (hard radial mask, orthonormal FFT so the
   term is at most the full L2) [ours; weight 0.1 is dev].
-- Euler without churn (deterministic) [ours]; `num_steps` 8 embedded, 15-50 in dev.
+- Euler without churn (deterministic) [ours]; `num_steps` 4 embedded, 15-50 in dev.
+- each sampled frame's latent channel means taken from the last real frame of its chain
+  (`anchor_channel_means`, stage/model/sampler.py) [ours; off in dev].
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Frame T starts from fresh noise (x = sigma_max-scaled Gaussian, drawn from the g
 condition frame with `diffusion.target: residual`) and
 runs every step of diffusers' EDMEulerScheduler; at step t the UNet reads and writes `buffers[t]`, so
 the features it stores are those of frame T at step t (the grid of the paper's HTFT). Without churn
-the sampler is deterministic given the generator.
+the sampler is deterministic given the generator. With `diffusion.anchor_channel_means` the sampled latent's
+channel means are then set to those of the last real frame its chain was given (the caller's `reference`):
+a small model's errors otherwise add up to a colour drift over hundreds of frames.
 
 A batch of independent streams (rollouts of several scenes / seeds at once) passes one generator per
 stream: each stream's noise is drawn from its own generator with shape (1, C, h, w), so it does not
@@ -70,7 +72,7 @@ def sample_frame(model: StageModel, cond: FrameConditions, buffers: StepBuffers 
         num_steps: sampling steps; default `diffusion.num_steps`. Must equal len(buffers).
         generator: source of the initial noise: one generator, or one per batch row (independent streams).
         reference: (B, C, h, w) the last real latent this chain was given; with
-            `diffusion.anchor_channel_means` the sample's channel means are set to its (anchor_channel_means).
+            `diffusion.anchor_channel_means` the sample takes its channel means (anchor_channel_means).
     """
     num_steps = num_steps or model.diffusion_cfg["num_steps"]
     if buffers is not None and len(buffers) != num_steps:

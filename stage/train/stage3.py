@@ -4,7 +4,9 @@ Collect: the model rolls windows out with its own sampler (`sample_frame`, no gr
 StreamingBuffers, the rollouts' steps) and conditions each frame on its own previous output,
 except that every W-th frame of the window (j % W == 0, so always the first) gets the real previous
 frame. W starts at `w_start` and doubles every `w_double_every` steps up to `w_max` [dev: from 2,
-doubling]. A collection holds `collect_samples` frames [dev: 500], as whole windows.
+doubling]; each generated frame is anchored to the channel means of the latest real one, as the rollouts
+anchor theirs to the first (`diffusion.anchor_channel_means`). A collection holds `collect_samples` frames
+[dev: 500], as whole windows.
 Train: the pool's windows are streamed as in stage 2 (one sigma per window, the ordinary loss, lead-in
 frames first), except that each frame's condition frame is the one used in the rollout (the lead-in
 frames are rolled out too) and, with `buffer_source: generated` [ours], the buffer holds the features of
