@@ -25,9 +25,11 @@ N_FRAMES = 60  # the synthetic long scenes have 49 recorded frames: the last 11 
 SEEDS = [0, 1]
 SHORT = 20  # frames of the runs compared with the first frames of the reference batch
 # A stream computed in another batch (other size or lanes) differs only in the last bits of the batched
-# kernels: measured max |latent diff| 7.6e-6 over 60 frames (latents have unit scale) and 0 in uint8 frames;
-# the bounds leave 10x room. Another seed moves latents by ~1 and frames by a few levels.
-LATENT_TOL = 1e-4
+# kernels, and the rollout carries them on: the max |latent diff| grows about linearly with the frame, to
+# 5e-5 after 20 frames and 2.1e-4 after 60 (measured; the random-weights latents reach |36|), 0 or 1 level
+# in uint8 frames. BATCH_TOL leaves 10x room. Another seed moves latents by more than 1.
+LATENT_TOL = 1e-4  # what one batch recomputed alone may differ by
+BATCH_TOL = 2e-3
 FRAME_TOL = 1
 
 
@@ -63,7 +65,7 @@ def max_diffs(a, b, n=None):
 
 def assert_close(a, b, n=None, what=""):
     latent, frame = max_diffs(a, b, n)
-    assert latent <= LATENT_TOL and frame <= FRAME_TOL, f"{what}: latents differ by {latent}, frames by {frame}"
+    assert latent <= BATCH_TOL and frame <= FRAME_TOL, f"{what}: latents differ by {latent}, frames by {frame}"
 
 
 @pytest.fixture(scope="module")
