@@ -103,9 +103,10 @@ class BatchRun:
                  spec: Spec, lanes: int):
         self.model, self.conditions, self.codec = model, conditions, codec
         self.streams, self.scenes, self.spec = streams, scenes, spec
-        first = next(iter(scenes.values())).real_first  # one cache: every scene's latents have one shape
-        self.latent_shape = tuple(first.shape[1:])
-        self.frame_shape = (spec.n_frames, first.shape[-2] * codec.factor, first.shape[-1] * codec.factor)
+        # (B, C, h, w): each stream's frame 0; one cache, so every scene's latents have one shape
+        self.first = torch.cat([scenes[s.scene].real_first for s in streams])
+        self.latent_shape = tuple(self.first.shape[1:])
+        self.frame_shape = (spec.n_frames, self.first.shape[-2] * codec.factor, self.first.shape[-1] * codec.factor)
         self.ids = [s.id for s in streams]
         self.lanes = [Lane(rows, None) for rows in lane_slices(len(streams), lanes)]
         self.identity = {s.id: partial_settings(s, self.ids, len(self.lanes)) for s in streams}
@@ -154,7 +155,7 @@ class BatchRun:
         boxes = {scene: box_tokens(self.conditions, lay) for scene, lay in lays.items()}
         ins = [self.scenes[s.scene] for s in self.streams]
         if t == 0:
-            cond = torch.cat([i.real_first for i in ins])
+            cond = self.first
         elif self.spec.teacher_forced:
             cond = torch.cat([i.real_latent(t - 1) for i in ins])
         else:
@@ -166,9 +167,7 @@ class BatchRun:
     def reference_at(self, t: int, cond: FrameConditions) -> torch.Tensor:
         """The last real latent each stream's chain was given: its condition frame where that is real, else
         the scene's first frame."""
-        if t == 0 or self.spec.teacher_forced:
-            return cond.cond_latent
-        return torch.cat([self.scenes[s.scene].real_first for s in self.streams])
+        return cond.cond_latent if t == 0 or self.spec.teacher_forced else self.first
 
     def _lane_frame(self, lane: Lane, cond: FrameConditions, reference: torch.Tensor
                     ) -> tuple[torch.Tensor, np.ndarray]:
