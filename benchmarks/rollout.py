@@ -213,7 +213,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=1200, help="frames of the batched run")
     ap.add_argument("--single-frames", type=int, help="frames of the single-stream run (default: --frames)")
     ap.add_argument("--threads", type=int, default=2, help="cores of the batched run")
-    ap.add_argument("--keep", type=Path, help="work here and keep the rollouts (default: a temporary folder)")
+    ap.add_argument("--keep", type=Path, help="work here and keep the rollouts (default: a temporary folder, removed at the end)")
     ap.add_argument("--options", action="store_true", help="measure the speed options instead")
     ap.add_argument("--repeats", type=int, default=6)
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -227,6 +227,14 @@ def main() -> None:
         return
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-rollout-"))
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        measure(args, work)
+    finally:
+        if not args.keep:  # 1.5 GB of inputs and rollouts
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args, work: Path) -> None:
     t0 = time.time()
     made = work / "inputs.json"  # a --keep folder is set up once
     if made.is_file():
