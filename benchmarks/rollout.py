@@ -115,7 +115,8 @@ def run_child(spec: dict) -> dict:
 def verdict(name: str, value: float) -> str:
     op, target = TARGETS[name]
     ok = value >= target if op == ">=" else value <= target
-    return f"{name} = {value:.3f} (target {op} {target}): {'PASS' if ok else 'FAIL (below target)'}"
+    miss = "below" if op == ">=" else "above"
+    return f"{name} = {value:.3f} (target {op} {target}): {'PASS' if ok else f'FAIL ({miss} target)'}"
 
 
 def report(single: dict, batch: dict) -> None:
