@@ -214,7 +214,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=1200, help="frames of the batched run")
     ap.add_argument("--single-frames", type=int, help="frames of the single-stream run (default: --frames)")
     ap.add_argument("--threads", type=int, default=2, help="cores of the batched run")
-    ap.add_argument("--keep", type=Path, help="work here and keep the rollouts (default: a temporary folder, removed at the end)")
+    ap.add_argument("--keep", type=Path,
+                    help="work here and keep the rollouts (default: a temporary folder, removed at the end)")
     ap.add_argument("--options", action="store_true", help="measure the speed options instead")
     ap.add_argument("--repeats", type=int, default=6)
     ap.add_argument("--child", help=argparse.SUPPRESS)
