@@ -40,7 +40,7 @@ class StreamingBuffer:
 
         Once the buffer is full the new features are copied into the oldest frame's tensors, so a rollout
         allocates its buffer once. Entries that each outlive ten frames of short-lived activations, allocated
-        afresh, left holes in the C heap: a 900-frame rollout's resident memory grew by up to 10% while the
+        afresh, left holes in the C heap: a 900-frame rollout's resident memory grew by up to 11% while the
         memory in use stayed constant (glibc mallinfo)."""
         if len(self._frames) == self.size and self._reusable(self._frames[0], features):
             entry = self._frames.popleft()
