@@ -36,25 +36,8 @@ class StreamingBuffer:
         return len(self._frames)
 
     def push(self, features: Sequence[torch.Tensor]) -> None:
-        """Append a copy of one frame's skip features [(B, C_i, H_i, W_i)]; evicts the oldest beyond `size`.
-
-        Once the buffer is full the new features are copied into the oldest frame's tensors, so a rollout
-        allocates its buffer once. Entries that each outlive ten frames of short-lived activations, allocated
-        afresh, left holes in the C heap: a 900-frame rollout's resident memory grew by up to 11% while the
-        memory in use stayed constant (glibc mallinfo)."""
-        if len(self._frames) == self.size and self._reusable(self._frames[0], features):
-            entry = self._frames.popleft()
-            for slot, f in zip(entry, features):
-                slot.copy_(f.detach())
-        else:
-            entry = [f.detach().to(self.dtype or f.dtype, copy=True) for f in features]
-        self._frames.append(entry)
-
-    def _reusable(self, entry: Features, features: Sequence[torch.Tensor]) -> bool:
-        # an inference tensor (made under torch.inference_mode) takes in-place writes only in that mode
-        return len(entry) == len(features) and all(
-            e.shape == f.shape and e.dtype == (self.dtype or f.dtype) and e.device == f.device
-            and (not e.is_inference() or torch.is_inference_mode_enabled()) for e, f in zip(entry, features))
+        """Append one frame's skip features [(B, C_i, H_i, W_i)]; evicts the oldest beyond `size`."""
+        self._frames.append([f.detach().to(self.dtype) if self.dtype is not None else f.detach() for f in features])
 
     def get(self, offset: int) -> Features | None:
         """The frame at `offset` (-1 = most recent), or None if it does not exist yet."""

@@ -9,9 +9,7 @@ Frame t of the batch:
   4. every `rollout.checkpoint_every` frames (and on SIGTERM) one state checkpoint per stream.
 
 A lane is a contiguous slice of the batch with its own StepBuffers, run on its own thread with one torch
-thread: on 2 cores two lanes beat one batch on two threads (benchmarks/rollout.py). Lanes in processes
-instead were no faster (the same 0.30 s per 12-stream frame): the Python between one lane's kernels
-runs while the other lane computes, so the interpreter lock is not what limits them. Memory stays
+thread: on 2 cores two lanes beat one batch on two threads (benchmarks/rollout.py). Memory stays
 constant in the video length: the buffers hold `buffer_size` frames per step, and the generated latents
 go to disk in the work folder as the frames do.
 """
@@ -183,15 +181,13 @@ class BatchRun:
                 return latents, None  # reported by the caller, which knows the frame
             return latents, to_uint8(self.codec.decode(latents, batch_size=len(self.streams)))
 
-    def step(self, t: int, pool: list[ThreadPoolExecutor] | None) -> None:
+    def step(self, t: int, pool: ThreadPoolExecutor | None) -> None:
         cond = self.conditions_at(t)
         reference = self.reference_at(t, cond)
         if pool is None:
             results = [self._lane_frame(lane, cond, reference) for lane in self.lanes]
-        else:  # lane i on thread i every frame: glibc gives each thread its own heap, and lanes that changed
-            # threads spread their allocations over both heaps, whose held free memory then grew
-            results = [f.result() for f in [p.submit(self._lane_frame, lane, cond, reference)
-                                            for p, lane in zip(pool, self.lanes)]]
+        else:
+            results = list(pool.map(lambda lane: self._lane_frame(lane, cond, reference), self.lanes))
         self.prev = torch.cat([r[0] for r in results])
         self._check_finite(t)
         images = np.concatenate([r[1] for r in results])
@@ -235,7 +231,7 @@ class BatchRun:
         n, every = self.spec.n_frames, self.spec.checkpoint_every
         bar = tqdm(total=n, initial=self.start, desc=f"rollout {self.spec.variant} ({len(self.streams)} streams)",
                    unit="frame", disable=not progress, dynamic_ncols=True)
-        pool = ([ThreadPoolExecutor(1, initializer=_one_torch_thread) for _ in self.lanes] if len(self.lanes) > 1
+        pool = (ThreadPoolExecutor(len(self.lanes), initializer=_one_torch_thread) if len(self.lanes) > 1
                 else None)
         done = self.start
         try:
@@ -257,8 +253,8 @@ class BatchRun:
                         return "stopped", done
         finally:
             bar.close()
-            for p in pool or []:
-                p.shutdown()
+            if pool is not None:
+                pool.shutdown()
             for s in self.streams:
                 s.close_files()
         self.record_memory(n)
